@@ -1,0 +1,614 @@
+"""Reading, checking, preprocessing and caching the DeepChrome/AttentiveChrome data.
+
+On disk (Zenodo record 2652278): ``<data_dir>/<cell>/classification/{train,valid,test}.csv``,
+no header, one row per bin::
+
+    gene_id, bin_id, H3K27me3, H3K36me3, H3K4me1, H3K4me3, H3K9me3, label
+
+100 rows per gene (bins 1..100 around the TSS), the 0/1 label repeated on every row.
+
+Each gene becomes a float32 vector of length 505 (or 500 without the additional features):
+every bin divided by its largest mark, flattened bin-major, followed by the five column sums of
+that matrix divided by their largest value. The model sees it as a ``(505, 1)`` sequence.
+
+Command line::
+
+    python data.py synth --out DIR --cells 3 --genes 200 --seed 0   # generate a data_dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+MARKS = ("H3K27me3", "H3K36me3", "H3K4me1", "H3K4me3", "H3K9me3")
+COLUMNS = ("gene_id", "bin_id") + MARKS + ("label",)
+SPLITS = ("train", "valid", "test")
+N_BINS = 100
+N_MARKS = len(MARKS)
+# Bump when the preprocessing or the cache layout changes, so old caches are never served.
+CACHE_VERSION = 1
+
+
+class DataError(Exception):
+    """Bad or missing input data. The message is one line naming the file and the problem."""
+
+
+class Split(NamedTuple):
+    """One split of one cell (or of the pooled cells).
+
+    x: float32 (n_genes, 505 or 500, 1); y: float32 one-hot (n_genes, 2);
+    ids: str (n_genes,) gene ids with their leading zeros; cells: str (n_genes,) or None,
+    the cell each gene comes from (pooled data only).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    cells: np.ndarray | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int (n_genes,) class index, 0 = low and 1 = high expression."""
+        return self.y[:, 1].astype(np.int8)
+
+
+@dataclass
+class Cell:
+    """The three splits of one cell type."""
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+
+
+@dataclass
+class MixedData:
+    """The mixed experiment: pooled train/valid of all cells, and each cell's own test split."""
+
+    train: Split
+    valid: Split
+    tests: dict[str, Split]
+
+
+def input_length(additional_features: bool = True) -> int:
+    return N_BINS * N_MARKS + (N_MARKS if additional_features else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding cells
+
+
+def classification_dir(cell_dir: str | os.PathLike) -> Path:
+    """The folder holding the split CSVs: ``cell_dir/classification`` or ``cell_dir`` itself."""
+    cell_dir = Path(cell_dir)
+    sub = cell_dir / "classification"
+    return sub if sub.is_dir() else cell_dir
+
+
+def list_cells(data_dir: str | os.PathLike, warn: bool = True) -> list[str]:
+    """Sorted names of the cell folders in ``data_dir`` that hold all three split files.
+
+    Files and folders without ``classification/`` are ignored; a folder with ``classification/``
+    but only some of the splits is skipped with a warning naming what is missing.
+    Raises DataError if data_dir does not exist or holds no cell.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory not found")
+    cells = []
+    for entry in sorted(data_dir.iterdir()):
+        cls = entry / "classification"
+        if not cls.is_dir():
+            continue
+        missing = [s for s in SPLITS if not (cls / f"{s}.csv").is_file()]
+        if not missing:
+            cells.append(entry.name)
+        elif warn:
+            print(f"warning: skipping {cls}: missing {', '.join(s + '.csv' for s in missing)}",
+                  file=sys.stderr)
+    if not cells:
+        raise DataError(
+            f"{data_dir}: no cell folders found (expected <cell>/classification/"
+            "{train,valid,test}.csv)")
+    return cells
+
+
+def select_cells(data_dir: str | os.PathLike, cells: str | list[str] | None) -> list[str]:
+    """Validate a chosen subset (list or comma-separated string) against ``list_cells``."""
+    available = list_cells(data_dir, warn=cells is None)
+    if cells is None:
+        return available
+    if isinstance(cells, str):
+        cells = [c for c in (s.strip() for s in cells.split(",")) if c]
+    unknown = [c for c in cells if c not in available]
+    if unknown:
+        raise DataError(f"{data_dir}: cell(s) not found or incomplete: {', '.join(unknown)}")
+    return sorted(dict.fromkeys(cells))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and checking one split file
+
+
+def _read_table(path: Path):
+    """Parse a split CSV with pyarrow (multithreaded C++): gene ids as text, counts float32."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    types = {"gene_id": pa.string(), "bin_id": pa.int32(), "label": pa.int8()}
+    types.update({m: pa.float32() for m in MARKS})
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), block_size=1 << 22),
+        convert_options=pacsv.ConvertOptions(column_types=types),
+    )
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """1-based line number of the row-th (0-based) non-blank line. Error path only."""
+    seen = -1
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return lineno
+    return seen + 1
+
+
+def _diagnose(path: Path, arrow_message: str) -> DataError:
+    """Find the first malformed line of a file pyarrow refused. Error path only, so a plain loop."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                return DataError(f"{path}:{lineno}: not text (invalid UTF-8); is this a CSV file?")
+            if not line:
+                continue
+            fields = line.split(",")
+            if len(fields) != len(COLUMNS):
+                return DataError(
+                    f"{path}:{lineno}: expected {len(COLUMNS)} columns "
+                    f"({','.join(COLUMNS)}), got {len(fields)}")
+            if lineno == 1 and not fields[1].strip().lstrip("+-").isdigit():
+                return DataError(
+                    f"{path}:1: looks like a header row ({line[:60]}); "
+                    "the data format has no header, remove that line")
+            if not fields[1].strip().isdigit():
+                return DataError(f"{path}:{lineno}: bin id {fields[1]!r} is not an integer")
+            for name, value in zip(MARKS, fields[2:7]):
+                try:
+                    float(value)
+                except ValueError:
+                    return DataError(
+                        f"{path}:{lineno}: {name} count {value!r} is not a number")
+            if fields[7].strip() not in ("0", "1"):
+                return DataError(f"{path}:{lineno}: label {fields[7]!r} is not 0 or 1")
+    return DataError(f"{path}: cannot parse: {arrow_message.splitlines()[0]}")
+
+
+def _first_row_off_block(gene_col, n_genes: int) -> int:
+    """First row whose gene id differs from its 100-row block's first id, or -1.
+
+    gene_col: one pyarrow string array. When all ids have one byte length (zero-padded ids,
+    the real data), the bytes are compared as a numpy (genes, 100, width) block: ~1 ms for a
+    split, against ~10 ms for a string comparison kernel.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n_rows = len(gene_col)
+    offsets = np.frombuffer(gene_col.buffers()[1], dtype=np.int32)[
+        gene_col.offset: gene_col.offset + n_rows + 1]
+    widths = np.diff(offsets)
+    if n_rows and widths.min() == widths.max() and widths[0] > 0:
+        raw = np.frombuffer(gene_col.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+        block = raw.reshape(n_genes, N_BINS, int(widths[0]))
+        bad = (block != block[:, :1]).any(axis=2).ravel()
+    else:
+        firsts = gene_col.take(pa.array(np.repeat(np.arange(0, n_rows, N_BINS), N_BINS)))
+        bad = ~pc.equal(gene_col, firsts).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(bad)
+    return int(hits[0]) if len(hits) else -1
+
+
+def _parse_split(path: Path):
+    """Parse and check one split file.
+
+    Returns (counts float32 (n_genes, 100, 5), labels int8 (n_genes,), ids str (n_genes,)).
+    Raises DataError naming the file, and the line or gene, of the first problem found.
+    """
+    import pyarrow as pa
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    if size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        table = _read_table(path)
+    except PermissionError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            raise DataError(f"{path}: empty file") from None
+        raise _diagnose(path, str(e)) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+
+    n_rows = table.num_rows
+    if n_rows == 0:
+        raise DataError(f"{path}: empty file")
+
+    def fail_row(row: int, problem: str) -> DataError:
+        return DataError(f"{path}:{_line_of_row(path, int(row))}: {problem}")
+
+    for name in COLUMNS:
+        col = table.column(name)
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            what = "gene id" if name == "gene_id" else name
+            raise fail_row(row, f"{what} is missing or NaN")
+
+    # Counts straight into one float32 (rows, 5) block; the per-column buffers are freed after.
+    counts = np.empty((n_rows, N_MARKS), dtype=np.float32)
+    for j, name in enumerate(MARKS):
+        counts[:, j] = table.column(name).to_numpy()
+    # One pass for the common case; locate the first offender only when there is one.
+    if not (counts.min() >= 0 and counts.max() < np.inf):
+        bad = ~np.isfinite(counts)
+        if bad.any():
+            row, j = np.argwhere(bad)[0]
+            raise fail_row(row, f"{MARKS[j]} count is not a finite number")
+        row, j = np.argwhere(counts < 0)[0]
+        raise fail_row(row, f"{MARKS[j]} count {counts[row, j]:g} is negative")
+
+    labels = table.column("label").to_numpy()
+    bad = (labels != 0) & (labels != 1)
+    if bad.any():
+        row = np.flatnonzero(bad)[0]
+        raise fail_row(row, f"label {labels[row]} is not 0 or 1")
+
+    if n_rows % N_BINS:
+        raise DataError(
+            f"{path}: {n_rows} rows is not a multiple of {N_BINS} (one row per bin, "
+            f"{N_BINS} bins per gene); the file may be truncated")
+    n_genes = n_rows // N_BINS
+
+    gene_col = table.column("gene_id").combine_chunks()
+    row = _first_row_off_block(gene_col, n_genes)
+    if row >= 0:
+        gene = gene_col[row - row % N_BINS].as_py()
+        raise fail_row(row, f"gene {gene} has {row % N_BINS} rows, expected {N_BINS} "
+                            f"(next id {gene_col[row].as_py()})")
+    ids = np.asarray(gene_col.take(np.arange(0, n_rows, N_BINS)).to_pylist(), dtype=str)
+
+    bins = table.column("bin_id").to_numpy().reshape(n_genes, N_BINS)
+    bad = bins != np.arange(1, N_BINS + 1, dtype=bins.dtype)
+    if bad.any():
+        g, b = np.argwhere(bad)[0]
+        raise fail_row(g * N_BINS + b, f"gene {ids[g]}: bin {bins[g, b]} where bin {b + 1} "
+                                       f"was expected (bins must be 1..{N_BINS} in order)")
+
+    labels = labels.reshape(n_genes, N_BINS)
+    bad = labels != labels[:, :1]
+    if bad.any():
+        g, b = np.argwhere(bad)[0]
+        raise fail_row(g * N_BINS + b, f"gene {ids[g]}: label changes within the gene")
+
+    uniq, first, counts_per_id = np.unique(ids, return_index=True, return_counts=True)
+    if (counts_per_id > 1).any():
+        dup = uniq[counts_per_id > 1]
+        raise DataError(f"{path}: duplicate gene id(s) {', '.join(dup[:5])}"
+                        f"{' ...' if len(dup) > 5 else ''}")
+
+    return counts.reshape(n_genes, N_BINS, N_MARKS), labels[:, 0].copy(), ids
+
+
+def preprocess(counts: np.ndarray, additional_features: bool = True) -> np.ndarray:
+    """The paper's preprocessing, vectorized over genes.
+
+    Args:
+        counts: (n_genes, 100, 5) read counts, any real dtype.
+        additional_features: append the 5 normalized column sums (the paper's full model).
+    Returns:
+        float32 (n_genes, 505, 1), or (n_genes, 500, 1) without additional features.
+    """
+    counts = np.asarray(counts, dtype=np.float32)
+    n = counts.shape[0]
+    length = input_length(additional_features)
+    out = np.empty((n, length), dtype=np.float32)
+    # A view of the first 500 columns as (n, 100, 5): the normalized matrix lands in place.
+    norm = out[:, : N_BINS * N_MARKS].reshape(n, N_BINS, N_MARKS)
+    # Elementwise max over the 5 mark planes is much faster than .max(axis=2) on a short axis.
+    bin_max = np.maximum.reduce([counts[:, :, j] for j in range(N_MARKS)])
+    # Counts are >= 0, so an all-zero bin has max 0 and all entries 0: dividing by `tiny`
+    # instead of 0 keeps it 0 without a masked divide.
+    np.maximum(bin_max, np.finfo(np.float32).tiny, out=bin_max)
+    np.divide(counts, bin_max[:, :, None], out=norm)
+    if additional_features:
+        sums = np.einsum("gbm->gm", norm)  # (n, 5) column sums over the bins
+        top = sums.max(axis=1, keepdims=True)
+        np.maximum(top, np.finfo(np.float32).tiny, out=top)
+        np.divide(sums, top, out=out[:, N_BINS * N_MARKS:])
+    return out.reshape(n, length, 1)
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """int (n,) 0/1 labels -> float32 (n, 2) one-hot."""
+    return np.eye(2, dtype=np.float32)[np.asarray(labels, dtype=np.intp)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def _cache_path(path: Path, additional_features: bool) -> Path:
+    """Cache folder for one split: ``.cache/<split>-<key>/{x,labels,ids}.npy`` beside the CSV."""
+    st = path.stat()
+    key = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{additional_features}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return path.parent / ".cache" / f"{path.stem}-{digest}"
+
+
+def _write_cache(cache: Path, split: Split) -> None:
+    """Write into a temporary folder and rename it into place, so a reader never sees half a
+    cache; stale keys of the same split are removed. A read-only data folder means no cache."""
+    tmp = None
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+        np.save(tmp / "x.npy", split.x)
+        np.save(tmp / "labels.npy", split.labels)
+        np.save(tmp / "ids.npy", split.ids)
+        for old in cache.parent.glob(cache.name.split("-")[0] + "-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, cache)
+    except OSError:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_cache(cache: Path, what: tuple[str, ...] = ("x", "labels", "ids")) -> dict | None:
+    try:
+        return {k: np.load(cache / f"{k}.npy", allow_pickle=False) for k in what}
+    except (OSError, ValueError):
+        return None
+
+
+def load_split(path: str | os.PathLike, additional_features: bool = True,
+               cache: bool = True) -> Split:
+    """Load one split CSV as a Split (x float32 (n, 505|500, 1), y float32 (n, 2), ids str).
+
+    Parsed arrays are cached in ``.cache/`` beside the file, keyed by the file's path, size and
+    modification time and by the preprocessing option, so an edited file is parsed again.
+    """
+    path = Path(path)
+    if cache and path.is_file():
+        cache_file = _cache_path(path, additional_features)
+        if cache_file.is_dir():
+            hit = _read_cache(cache_file)
+            if hit is not None:
+                return Split(hit["x"], one_hot(hit["labels"]), hit["ids"])
+    counts, labels, ids = _parse_split(path)
+    split = Split(preprocess(counts, additional_features), one_hot(labels), ids)
+    if cache:
+        _write_cache(_cache_path(path, additional_features), split)
+    return split
+
+
+def load_cell(cell_dir: str | os.PathLike, additional_features: bool = True,
+              cache: bool = True) -> Cell:
+    """All three splits of one cell (``<cell>/classification/`` or the folder of the CSVs)."""
+    cell_dir = Path(cell_dir)
+    if not cell_dir.is_dir():
+        raise DataError(f"{cell_dir}: cell folder not found")
+    cls = classification_dir(cell_dir)
+    # Three threads: pyarrow and numpy release the GIL, so one split's checks and
+    # preprocessing overlap the next one's parse.
+    with ThreadPoolExecutor(len(SPLITS)) as pool:
+        splits = list(pool.map(lambda s: load_split(cls / f"{s}.csv", additional_features, cache),
+                               SPLITS))
+    name = cell_dir.name if cls != cell_dir else cell_dir.resolve().parent.name
+    return Cell(name, *splits)
+
+
+def load_data(cell_dir: str | os.PathLike, additional_features: bool = True, cache: bool = True):
+    """The released code's interface: ``(x_train, y_train), (x_val, y_val), (x_test, y_test)``.
+
+    x float32 (n_genes, 505, 1) (500 without additional features), y float32 one-hot
+    (n_genes, 2). Use ``load_cell`` for the gene ids.
+    """
+    cell = load_cell(cell_dir, additional_features, cache)
+    return tuple((s.x, s.y) for s in (cell.train, cell.valid, cell.test))
+
+
+def _split_size(path: Path, additional_features: bool, cache: bool) -> int:
+    """Genes in a split, reading only the cached labels when a valid cache exists."""
+    if cache:
+        cache_file = _cache_path(path, additional_features)
+        hit = _read_cache(cache_file, ("labels",)) if cache_file.is_dir() else None
+        if hit is not None:
+            return len(hit["labels"])
+    return len(load_split(path, additional_features, cache).ids)
+
+
+def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = None,
+                  seed: int = 0, val_fraction: float = 0.3, additional_features: bool = True,
+                  cache: bool = True) -> MixedData:
+    """The mixed experiment's data.
+
+    The train and valid splits of all (or the chosen) cells are pooled, shuffled with ``seed``
+    and split ``1 - val_fraction`` / ``val_fraction`` into train/validation; each cell's OWN
+    test split is kept apart in ``tests`` (cell -> Split), sorted by cell.
+
+    Memory: the pooled arrays are allocated once and each cell's rows are written straight to
+    their shuffled positions, so the peak is the pooled arrays plus one cell, not two copies.
+    """
+    data_dir = Path(data_dir)
+    names = select_cells(data_dir, cells)
+    parts = [(c, classification_dir(data_dir / c) / f"{s}.csv") for c in names
+             for s in ("train", "valid")]
+    sizes = [_split_size(p, additional_features, cache) for _, p in parts]
+    total = int(sum(sizes))
+    n_train = int(round(total * (1.0 - val_fraction)))
+    length = input_length(additional_features)
+    order = np.random.default_rng(seed).permutation(total)
+    position = np.empty(total, dtype=np.int64)
+    position[order] = np.arange(total)  # global row g goes to shuffled slot position[g]
+
+    def empty(n):
+        width = max(len(c) for c in names)
+        return Split(np.empty((n, length, 1), np.float32), np.empty((n, 2), np.float32),
+                     np.empty(n, dtype="<U16"), np.empty(n, dtype=f"<U{width}"))
+
+    pooled = (empty(n_train), empty(total - n_train))
+    start = 0
+    for (cell, path), n in zip(parts, sizes):
+        split = load_split(path, additional_features, cache)
+        if len(split.ids) != n:
+            raise DataError(f"{path}: changed while loading")
+        slots = position[start:start + n]
+        start += n
+        for dest, sel, offset in ((pooled[0], slots < n_train, 0),
+                                  (pooled[1], slots >= n_train, n_train)):
+            at = slots[sel] - offset
+            dest.x[at] = split.x[sel]
+            dest.y[at] = split.y[sel]
+            dest.ids[at] = split.ids[sel]
+            dest.cells[at] = cell
+        del split
+    tests = {c: load_split(classification_dir(data_dir / c) / "test.csv",
+                           additional_features, cache) for c in names}
+    return MixedData(pooled[0], pooled[1], tests)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data in the real on-disk format
+
+_TSS = 50.5  # the TSS lies between bins 50 and 51
+
+
+def _mark_profiles(offset: np.ndarray) -> np.ndarray:
+    """Relative shape of each mark along the bins, per gene, shifted by the gene's TSS offset.
+
+    offset: (n,) bins. Returns float64 (n, 100, 5) in the data's mark order.
+    """
+    b = np.arange(1, N_BINS + 1)[None, :] - offset[:, None]  # (n, 100)
+    gauss = lambda c, w: np.exp(-0.5 * ((b - c) / w) ** 2)  # noqa: E731
+    k27 = 0.4 + 0.6 * gauss(_TSS, 30)                        # broad repressive domain
+    k36 = 0.05 + 1.0 / (1.0 + np.exp(-(b - _TSS - 12) / 6))  # rises along the gene body
+    k4me1 = 0.15 + gauss(_TSS - 12, 6) + gauss(_TSS + 14, 7)  # flanks the promoter
+    k4me3 = 0.05 + gauss(_TSS + 1.5, 3.5)                   # sharp peak at the TSS
+    k9 = np.ones_like(b, dtype=float)                       # flat background
+    return np.stack([k27, k36, k4me1, k4me3, k9], axis=2)
+
+
+def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
+               seed: int = 0, names: list[str] | None = None) -> list[str]:
+    """Write a data_dir in exactly the real format; returns the cell names.
+
+    The model behind it: every gene has a latent expression level (partly shared across
+    cells, partly cell-specific); the label is its median split within the cell. Marks follow
+    it with cell-specific strengths: H3K4me3 peaks at the TSS and H3K36me3 covers the gene body
+    more the higher the expression, H3K4me1 a little too, H3K27me3 falls with it, H3K9me3 is
+    noise. Some silent genes are bivalent (H3K4me3 with H3K27me3), TSS positions are imprecise
+    by a few bins, and counts are over-dispersed (negative binomial, gamma-Poisson), so the
+    task is learnable but far from trivial. ``n_genes`` is per split (train, valid, test).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    names = list(names) if names else [f"S{i + 1:03d}" for i in range(n_cells)]
+    total = 3 * n_genes
+    # Same genes and the same split for every cell, as in the real data.
+    ids = np.char.zfill(rng.choice(np.arange(1, 10 * total + 100), total, replace=False)
+                        .astype(str), 6)
+    housekeeping = rng.standard_normal(total)
+    offset = np.clip(np.round(rng.normal(0, 3, total)), -10, 10)
+    profiles = _mark_profiles(offset)
+    base_strength = np.array([-0.9, 0.9, 0.35, 1.1, 0.0])
+    depth = np.array([2.0, 3.0, 3.0, 8.0, 1.5])
+    for name in names:
+        z = np.sqrt(0.6) * housekeeping + np.sqrt(0.4) * rng.standard_normal(total)
+        label = (z > np.median(z)).astype(np.int8)
+        strength = base_strength * rng.uniform(0.5, 1.5, N_MARKS)
+        cell_depth = depth * rng.uniform(0.6, 1.6, N_MARKS)
+        # What the marks see is a noisy version of expression: limits the achievable AUC.
+        seen = z + rng.normal(0, 0.9, total)
+        level = seen[:, None] * strength[None, :] + rng.normal(0, 0.4, (total, N_MARKS))
+        bivalent = (label == 0) & (rng.random(total) < 0.2)
+        level[bivalent, 3] += 1.2   # H3K4me3 at a poised promoter...
+        level[bivalent, 0] += 0.8   # ...together with H3K27me3
+        mean = cell_depth * profiles * np.exp(level)[:, None, :]  # (genes, bins, marks)
+        dispersion = 2.0
+        counts = rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.int32)
+
+        cls = out_dir / name / "classification"
+        cls.mkdir(parents=True, exist_ok=True)
+        for k, split in enumerate(SPLITS):
+            genes = slice(k * n_genes, (k + 1) * n_genes)
+            c = counts[genes].reshape(-1, N_MARKS)
+            cols = {"gene_id": np.repeat(ids[genes], N_BINS),
+                    "bin_id": np.tile(np.arange(1, N_BINS + 1, dtype=np.int32), n_genes)}
+            cols.update({m: c[:, j] for j, m in enumerate(MARKS)})
+            cols["label"] = np.repeat(label[genes], N_BINS)
+            table = pa.table(cols)
+            pacsv.write_csv(table, cls / f"{split}.csv", write_options=pacsv.WriteOptions(
+                include_header=False, quoting_style="none"))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="data.py", description="Data tools for the 1D CNN gene expression project.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="write a synthetic data_dir in the real on-disk format")
+    p.add_argument("--out", required=True, help="data_dir to write (cells become subfolders)")
+    p.add_argument("--cells", type=int, default=3, help="number of cells [Default: %(default)s]")
+    p.add_argument("--genes", type=int, default=200,
+                   help="genes per split (train, valid, test) [Default: %(default)s]")
+    p.add_argument("--seed", type=int, default=0, help="random seed [Default: %(default)s]")
+    p.add_argument("--names", default=None,
+                   help="comma-separated cell names [Default: S001, S002, ...]")
+    args = parser.parse_args(argv)
+    if args.command == "synth":
+        if args.cells < 1 or args.genes < 1:
+            parser.error("--cells and --genes must be positive")
+        names = args.names.split(",") if args.names else None
+        if names and len(names) != args.cells:
+            parser.error("--names must give one name per cell")
+        written = synthesize(args.out, args.cells, args.genes, args.seed, names)
+        print(f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
+              f"{', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny generated datasets under tmp_path, and the repo root on sys.path."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import data  # noqa: E402
+
+
+def write_split(path: Path, rows: list[str] | str) -> Path:
+    """Write a split CSV from rows (or raw text), creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rows if isinstance(rows, str) else "".join(r + "\n" for r in rows))
+    return path
+
+
+def gene_rows(gene_id: str, counts, label: int = 1) -> list[str]:
+    """100 CSV rows of one gene; counts is (100, 5)."""
+    return [f"{gene_id},{b + 1}," + ",".join(str(int(v)) for v in counts[b]) + f",{label}"
+            for b in range(100)]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A generated data_dir: 3 cells x 3 splits x 40 genes (read-only by convention)."""
+    out = tmp_path_factory.mktemp("tiny")
+    data.synthesize(out, n_cells=3, n_genes=40, seed=7)
+    return out
