@@ -111,8 +111,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file or folder")
     if args.save_dir is None:
-        args.save_dir = str(Path("logs") / default_run_name(args))
+        # A default folder never collides with an earlier run: -2, -3, ... are appended.
+        base = Path("logs") / default_run_name(args)
+        save, n = base, 1
+        while holds_results(save):
+            n += 1
+            save = base.with_name(f"{base.name}-{n}")
+        args.save_dir = str(save)
     return args
+
+
+def holds_results(save: Path) -> list[str]:
+    """Names of an earlier run's record files in ``save``."""
+    return [p.name for p in (save / "args.json", save / "output.csv", save / "output-mix.csv")
+            if p.exists()]
 
 
 def default_run_name(args) -> str:
@@ -264,8 +276,7 @@ def run_weights(args, cells: list[str], save: Path, table: Path) -> list[dict]:
 def prepare_save_dir(args) -> tuple[Path, Path]:
     save = Path(args.save_dir)
     name = "output-mix.csv" if args.mix else "output.csv"
-    earlier = [p.name for p in (save / "args.json", save / "output.csv", save / "output-mix.csv")
-               if p.exists()]
+    earlier = holds_results(save)
     if earlier and not args.overwrite:
         raise UsageError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
                          "choose another --save_dir or pass --overwrite")
@@ -309,6 +320,7 @@ def main(argv=None) -> int:
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
     print(f"Devices: {', '.join(devices) if devices else 'CPU only'}; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
+    print(f"Saving to {save}", flush=True)
     settings = {k: v for k, v in vars(args).items() if k != "features"}
     settings["cells"] = cells
     write_json(save / "args.json", settings)

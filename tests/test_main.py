@@ -163,3 +163,31 @@ def test_existing_results_are_not_overwritten(per_cell_run, tiny_dir):
     one_line_error(run("--data_dir", tiny_dir, "--save_dir", save, check=False),
                    "already holds an earlier run", "--overwrite")
     assert (save / "output.csv").read_bytes() == before
+
+
+def test_mix_flag_parsing_and_default_save_dir(tmp_path, monkeypatch):
+    import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main.parse_args(["--mix"]).mix is True
+    assert main.parse_args(["--mix", "true"]).mix is True
+    assert main.parse_args(["--mix", "False"]).mix is False  # the released code mixed here
+    assert main.parse_args([]).mix is False
+    first = main.parse_args(["--epochs", "3", "--mix"]).save_dir
+    assert first == "logs/mix-full-e3-b100-lr0.001-d0.9"
+    (tmp_path / first).mkdir(parents=True)
+    (tmp_path / first / "args.json").write_text("{}")
+    # an earlier default run is never overwritten: the next default folder gets a suffix
+    assert main.parse_args(["--epochs", "3", "--mix"]).save_dir == first + "-2"
+
+
+def test_help_answers_at_once_and_states_defaults():
+    res = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "main.py"), "-h"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    assert "tensorflow" not in res.stderr  # -X importtime lists every module imported
+    for flag, default in (("--epochs", "20"), ("--batch_size", "100"), ("--lr ", "0.001"),
+                          ("--lr_decay", "0.9"), ("--data_dir", "./data")):
+        options = res.stdout.split("options:", 1)[1]
+        block = options.split("\n  " + flag.strip(), 1)[1].split("\n  --", 1)[0]
+        assert f"(default: {default})" in " ".join(block.split()), flag
