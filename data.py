@@ -505,17 +505,20 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
 _TSS = 50.5  # the TSS lies between bins 50 and 51
 
 
+def _gauss(b: np.ndarray, centre, width) -> np.ndarray:
+    return np.exp(-0.5 * ((b - centre) / width) ** 2)
+
+
 def _mark_profiles(offset: np.ndarray) -> np.ndarray:
     """Relative shape of each mark along the bins, per gene, shifted by the gene's TSS offset.
 
     offset: (n,) bins. Returns float64 (n, 100, 5) in the data's mark order.
     """
     b = np.arange(1, N_BINS + 1)[None, :] - offset[:, None]  # (n, 100)
-    gauss = lambda c, w: np.exp(-0.5 * ((b - c) / w) ** 2)  # noqa: E731
-    k27 = 0.4 + 0.6 * gauss(_TSS, 30)                        # broad repressive domain
+    k27 = 0.4 + 0.6 * _gauss(b, _TSS, 30)                    # broad repressive domain
     k36 = 0.05 + 1.0 / (1.0 + np.exp(-(b - _TSS - 12) / 6))  # rises along the gene body
-    k4me1 = 0.15 + gauss(_TSS - 12, 6) + gauss(_TSS + 14, 7)  # flanks the promoter
-    k4me3 = 0.05 + gauss(_TSS + 1.5, 3.5)                   # sharp peak at the TSS
+    k4me1 = 0.15 + _gauss(b, _TSS - 12, 6) + _gauss(b, _TSS + 14, 7)  # flanks the promoter
+    k4me3 = 0.05 + _gauss(b, _TSS + 1.5, 3.5)               # sharp peak at the TSS
     k9 = np.ones_like(b, dtype=float)                       # flat background
     return np.stack([k27, k36, k4me1, k4me3, k9], axis=2)
 
@@ -526,11 +529,13 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
 
     The model behind it: every gene has a latent expression level (partly shared across
     cells, partly cell-specific); the label is its median split within the cell. Marks follow
-    it with cell-specific strengths: H3K4me3 peaks at the TSS and H3K36me3 covers the gene body
-    more the higher the expression, H3K4me1 a little too, H3K27me3 falls with it, H3K9me3 is
-    noise. Some silent genes are bivalent (H3K4me3 with H3K27me3), TSS positions are imprecise
-    by a few bins, and counts are over-dispersed (negative binomial, gamma-Poisson), so the
-    task is learnable but far from trivial. ``n_genes`` is per split (train, valid, test).
+    a noisy view of it with cell-specific strengths: H3K4me3 peaks at the TSS and H3K36me3
+    covers the gene body more the higher the expression, H3K4me1 a little too, H3K27me3 falls
+    with it, H3K9me3 is noise. What a linear model on fixed positions finds hard: a third of
+    the silent genes are bivalent (a TSS H3K4me3 peak like an active gene's, with a focal
+    H3K27me3 peak on top), TSS positions are off by several bins, and half of the genes have an
+    unrelated active neighbour promoter 20-40 bins away. Counts are over-dispersed (negative
+    binomial, as gamma-Poisson). ``n_genes`` is per split (train, valid, test).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -543,8 +548,10 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
     ids = np.char.zfill(rng.choice(np.arange(1, 10 * total + 100), total, replace=False)
                         .astype(str), 6)
     housekeeping = rng.standard_normal(total)
-    offset = np.clip(np.round(rng.normal(0, 3, total)), -10, 10)
+    offset = np.clip(np.round(rng.normal(0, 6, total)), -15, 15)
     profiles = _mark_profiles(offset)
+    bins = np.arange(1, N_BINS + 1)[None, :]
+    shifted = bins - offset[:, None]
     base_strength = np.array([-0.9, 0.9, 0.35, 1.1, 0.0])
     depth = np.array([2.0, 3.0, 3.0, 8.0, 1.5])
     for name in names:
@@ -555,10 +562,19 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
         # What the marks see is a noisy version of expression: limits the achievable AUC.
         seen = z + rng.normal(0, 0.9, total)
         level = seen[:, None] * strength[None, :] + rng.normal(0, 0.4, (total, N_MARKS))
-        bivalent = (label == 0) & (rng.random(total) < 0.2)
-        level[bivalent, 3] += 1.2   # H3K4me3 at a poised promoter...
-        level[bivalent, 0] += 0.8   # ...together with H3K27me3
         mean = cell_depth * profiles * np.exp(level)[:, None, :]  # (genes, bins, marks)
+        poised = (label == 0) & (rng.random(total) < 0.35)
+        mean[poised, :, 3] += cell_depth[3] * np.exp(0.8) * _gauss(shifted[poised], _TSS + 1.5, 3.5)
+        mean[poised, :, 0] += cell_depth[0] * 3.0 * _gauss(shifted[poised], _TSS, 5)
+        # A neighbouring gene's promoter, pointing away from ours, active at its own level.
+        near = rng.random(total) < 0.5
+        side = rng.choice([-1.0, 1.0], total)
+        centre = (_TSS + offset + side * rng.uniform(20, 40, total))[:, None]
+        amp = np.exp(rng.normal(0, 1, total))[:, None]
+        away = side[:, None] * (bins - centre)
+        mean[near, :, 3] += (cell_depth[3] * amp * _gauss(bins, centre, 3.5))[near]
+        mean[near, :, 1] += (cell_depth[1] * amp * (away > 0)
+                             / (1 + np.exp(-(away - 12) / 6)))[near]
         dispersion = 2.0
         counts = rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.int32)
 

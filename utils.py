@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -67,6 +68,7 @@ def _curves(axes, log: pd.DataFrame, label: str | None, color=None) -> None:
                         label=f"{label}: {name}" if label else name)
         ax.set_title(title)
         ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel(title.split(" (")[0])
         ax.grid(alpha=0.3)
         if ax.lines:

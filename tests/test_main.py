@@ -191,3 +191,19 @@ def test_help_answers_at_once_and_states_defaults():
         options = res.stdout.split("options:", 1)[1]
         block = options.split("\n  " + flag.strip(), 1)[1].split("\n  --", 1)[0]
         assert f"(default: {default})" in " ".join(block.split()), flag
+
+
+def test_utils_redraws_curves_from_logs(per_cell_run, tmp_path):
+    save, _ = per_cell_run
+    for cell in ("S001", "S002", "S003"):
+        (save / cell / "log.png").unlink()
+    out = tmp_path / "overlay.png"
+    res = subprocess.run([sys.executable, str(ROOT / "utils.py"), str(save), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for cell in ("S001", "S002", "S003"):
+        assert (save / cell / "log.png").stat().st_size > 10_000
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = subprocess.run([sys.executable, str(ROOT / "utils.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "no log.csv" in res.stderr

@@ -1,0 +1,229 @@
+"""Conv1DNet (Chaubey et al., SSCI 2019) and its train / test loops.
+
+Inputs everywhere: x float32 (n, L, 1) with L = input_length(variant),
+y float32 one-hot (n, 2) over {low, high} expression.
+"""
+
+import dataclasses
+import importlib.util
+import math
+import os
+import warnings
+
+import keras
+import numpy as np
+from keras import layers
+
+from roc_auc_callback import RocAucCallback, roc_auc
+
+VARIANTS = ("full", "no_spatial_dropout", "no_additional_features")
+
+
+def input_length(variant):
+    """Length of one gene's feature vector: 100 bins x 5 marks (+ 5 additional features)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return 500 if variant == "no_additional_features" else 505
+
+
+def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
+    """Build the paper's network (SPEC.md, "The network"); no I/O, not compiled.
+
+    Args:
+        input_shape: (L, 1); None means (input_length(variant), 1).
+        variant: one of VARIANTS. "no_spatial_dropout" drops SpatialDropout1D;
+            "no_additional_features" only changes the input length to 500.
+        name: model name.
+
+    Returns:
+        keras.Model mapping float32 (n, L, 1) to float32 (n, 2) softmax.
+    """
+    expected = input_length(variant)
+    input_shape = tuple(input_shape or (expected, 1))
+    if input_shape != (expected, 1):
+        raise ValueError(
+            f"variant {variant!r} expects input_shape {(expected, 1)}, got {input_shape}"
+        )
+
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Conv1D(64, 17, padding="valid", activation="tanh", name="conv1")(inputs)
+    x = layers.MaxPooling1D(3, name="pool1")(x)
+    if variant != "no_spatial_dropout":
+        x = layers.SpatialDropout1D(0.4, name="spatial_dropout")(x)
+    x = layers.Conv1D(128, 13, padding="valid", activation="tanh", name="conv2")(x)
+    x = layers.Conv1D(256, 11, padding="valid", activation="tanh", name="conv3")(x)
+    x = layers.MaxPooling1D(4, name="pool2")(x)
+    x = layers.Dropout(0.6, name="dropout1")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(35, activation="tanh", name="dense1")(x)
+    x = layers.Dropout(0.5, name="dropout2")(x)
+    x = layers.Dense(16, activation="tanh", name="dense2")(x)
+    x = layers.Dense(8, activation="tanh", name="dense3")(x)
+    # float32 even under a mixed-precision policy: softmax and the loss need it.
+    outputs = layers.Dense(2, activation="softmax", dtype="float32", name="output")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_model(model, lr=0.001):
+    """Adam + binary cross-entropy on the 2-way softmax, as the paper.
+
+    "accuracy" resolves (Keras 3, by shapes) to categorical accuracy on the
+    (n, 2) one-hot target, i.e. argmax match; logged as accuracy / val_accuracy.
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def lr_schedule(lr, lr_decay):
+    """Return epoch -> lr * lr_decay**epoch (epoch 0-based) for LearningRateScheduler."""
+
+    # Keras also passes the current rate; ignore it so the rate is closed-form
+    # in the epoch and never compounds.
+    def schedule(epoch, current_lr=None):
+        return float(lr * lr_decay**epoch)
+
+    return schedule
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns.
+
+    history: per-epoch logs, key -> list (one float per epoch); keys are
+        accuracy, auc, learning_rate, loss, val_accuracy, val_auc, val_loss.
+    best_epoch: 1-based epoch whose weights are in best_model_path.
+    """
+
+    history: dict
+    best_epoch: int
+    best_model_path: str
+    final_model_path: str
+
+
+def train(
+    model,
+    train,
+    valid,
+    save_dir,
+    epochs=20,
+    batch_size=100,
+    lr=0.001,
+    lr_decay=0.9,
+    monitor="val_accuracy",
+    debug=False,
+    verbose=2,
+    seed=None,
+    train_auc_subsample=None,
+):
+    """Compile and fit `model`, keeping the best epoch by `monitor`.
+
+    Writes to save_dir: log.csv (epoch, accuracy, auc, learning_rate, loss,
+    val_accuracy, val_auc, val_loss), best_model.keras, final_model.keras and
+    tensorboard/ (weight histograms when `debug`; skipped with a warning when
+    the tensorboard package is not installed).
+
+    Args:
+        model: an uncompiled or compiled Conv1DNet; it is (re)compiled here.
+        train, valid: (x, y), x float32 (n, L, 1), y float32 one-hot (n, 2).
+        save_dir: output folder, created if missing.
+        monitor: log key maximised by the checkpoint ("...loss" is minimised).
+            If it is NaN (or absent) in every epoch, e.g. val_auc on a one-class
+            validation split, no epoch is better than another: the last epoch
+            is kept and best_model.keras is a copy of final_model.keras.
+        seed: if given, seeds Python, NumPy and TensorFlow (shuffling, dropout);
+            seed before Conv1DNet too for reproducible initial weights.
+        train_auc_subsample: genes used for the per-epoch training AUC (None:
+            all; exact either way for them). The validation AUC is always exact.
+
+    Returns:
+        TrainResult.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    os.makedirs(save_dir, exist_ok=True)
+    best_path = os.path.join(save_dir, "best_model.keras")
+    final_path = os.path.join(save_dir, "final_model.keras")
+    mode = "min" if monitor.endswith("loss") else "max"
+
+    compile_model(model, lr)
+    callbacks = [
+        # First: later callbacks read the auc / val_auc it adds to the logs.
+        RocAucCallback(train, valid, train_subsample=train_auc_subsample),
+        keras.callbacks.LearningRateScheduler(lr_schedule(lr, lr_decay)),
+        keras.callbacks.CSVLogger(os.path.join(save_dir, "log.csv")),
+        keras.callbacks.ModelCheckpoint(
+            best_path,
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            # Keras' default baseline accepts any first value, NaN included,
+            # after which nothing beats NaN; +-inf skips NaN epochs instead.
+            initial_value_threshold=math.inf if mode == "min" else -math.inf,
+        ),
+    ]
+    # TensorFlow >= 2.20 no longer installs TensorBoard; its callback would crash
+    # at the first epoch, so train without it rather than lose the run.
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                os.path.join(save_dir, "tensorboard"), histogram_freq=1 if debug else 0
+            )
+        )
+    else:
+        warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
+    # Arrays, not a hand-made tf.data pipeline: Keras already turns them into a
+    # prefetched, per-epoch reshuffled, vectorised-gather pipeline.
+    fit = model.fit(
+        train[0],
+        train[1],
+        validation_data=valid,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    model.save(final_path)
+
+    values = np.asarray(history.get(monitor, [math.nan] * epochs), dtype=np.float64)
+    if np.all(np.isnan(values)):
+        best_epoch = len(values)
+        model.save(best_path)
+    else:
+        # Strict improvement in the checkpoint, first index here: ties -> first.
+        best = np.nanargmin(values) if mode == "min" else np.nanargmax(values)
+        best_epoch = int(best) + 1
+    return TrainResult(history, best_epoch, best_path, final_path)
+
+
+def load_model(path):
+    """Load a saved Conv1DNet (built-in layers only, so safe_mode works), uncompiled."""
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def predict_proba(model, x, batch_size=1000):
+    """Class-1 (high expression) probability: x float32 (n, L, 1) -> float32 (n,)."""
+    return model.predict(x, batch_size=batch_size, verbose=0)[:, 1].astype(np.float32)
+
+
+def test(model, x, y, batch_size=1000):
+    """Score `model` on one split.
+
+    Args:
+        x: float32 (n, L, 1). y: one-hot (n, 2).
+
+    Returns:
+        dict: auc (float; NaN if y has one class only), accuracy (float,
+        argmax match), n (int), proba (float32 (n,), class-1 probability).
+    """
+    pred = model.predict(x, batch_size=batch_size, verbose=0)
+    proba = pred[:, 1].astype(np.float32)
+    y = np.asarray(y)
+    # Argmax on both sides, exactly as Keras' accuracy on a one-hot target.
+    accuracy = float(np.mean(np.argmax(pred, axis=1) == np.argmax(y, axis=1)))
+    return {"auc": roc_auc(y, proba), "accuracy": accuracy, "n": int(len(y)), "proba": proba}

@@ -1,0 +1,205 @@
+"""Conv1DNet's shapes and sizes, the lr schedule and the best-epoch checkpoint."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import Convnet  # noqa: E402
+
+# Keras 3.15's LearningRateScheduler reads its lr through an __array__ without
+# numpy 2's copy keyword, once per epoch: upstream noise, not ours.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+SHAPES = {
+    "full": {
+        "conv1": (489, 64),
+        "pool1": (163, 64),
+        "spatial_dropout": (163, 64),
+        "conv2": (151, 128),
+        "conv3": (141, 256),
+        "pool2": (35, 256),
+        "dropout1": (35, 256),
+        "flatten": (8960,),
+        "dense1": (35,),
+        "dropout2": (35,),
+        "dense2": (16,),
+        "dense3": (8,),
+        "output": (2,),
+    },
+    "no_additional_features": {
+        "conv1": (484, 64),
+        "pool1": (161, 64),
+        "spatial_dropout": (161, 64),
+        "conv2": (149, 128),
+        "conv3": (139, 256),
+        "pool2": (34, 256),
+        "flatten": (8704,),
+        "output": (2,),
+    },
+}
+SHAPES["no_spatial_dropout"] = {k: v for k, v in SHAPES["full"].items() if k != "spatial_dropout"}
+
+
+def expected_params(length):
+    """Parameter count from the layer sizes alone (weights + biases)."""
+
+    def conv(kernel, c_in, c_out):
+        return kernel * c_in * c_out + c_out
+
+    def dense(n_in, n_out):
+        return n_in * n_out + n_out
+
+    pooled = ((length - 17 + 1) // 3 - 13 + 1 - 11 + 1) // 4
+    return (
+        conv(17, 1, 64)
+        + conv(13, 64, 128)
+        + conv(11, 128, 256)
+        + dense(pooled * 256, 35)
+        + dense(35, 16)
+        + dense(16, 8)
+        + dense(8, 2)
+    )
+
+
+def random_split(rng, n, length=505, labels=None):
+    """Random x float32 (n, length, 1) and one-hot y float32 (n, 2)."""
+    x = rng.random((n, length, 1), dtype=np.float32)
+    labels = rng.integers(0, 2, n) if labels is None else labels
+    return x, np.eye(2, dtype=np.float32)[labels]
+
+
+@pytest.mark.parametrize("variant", Convnet.VARIANTS)
+def test_layer_output_shapes(variant):
+    model = Convnet.Conv1DNet(variant=variant)
+    assert model.input.shape[1:] == (Convnet.input_length(variant), 1)
+    for name, shape in SHAPES[variant].items():
+        assert tuple(model.get_layer(name).output.shape[1:]) == shape, name
+    names = [layer.name for layer in model.layers]
+    assert ("spatial_dropout" in names) == (variant != "no_spatial_dropout")
+
+
+@pytest.mark.parametrize("variant", Convnet.VARIANTS)
+def test_parameter_count(variant):
+    model = Convnet.Conv1DNet(variant=variant)
+    assert model.count_params() == expected_params(Convnet.input_length(variant))
+
+
+def test_parameter_count_values():
+    # SPEC.md: "about 783k parameters".
+    assert expected_params(505) == 782_845
+    assert expected_params(500) == 773_885
+
+
+def test_input_length_and_bad_arguments():
+    assert [Convnet.input_length(v) for v in Convnet.VARIANTS] == [505, 505, 500]
+    with pytest.raises(ValueError):
+        Convnet.input_length("attention")
+    with pytest.raises(ValueError):
+        Convnet.Conv1DNet((505, 1), variant="no_additional_features")
+
+
+def test_output_is_float32_even_under_mixed_precision():
+    assert Convnet.Conv1DNet().output.dtype == "float32"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = Convnet.Conv1DNet()
+        assert model.get_layer("conv1").compute_dtype == "float16"
+        assert model.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_lr_schedule():
+    schedule = Convnet.lr_schedule(0.001, 0.9)
+    np.testing.assert_allclose([schedule(e) for e in range(3)], [0.001, 0.0009, 0.00081])
+    assert schedule(2, 123.0) == schedule(2)  # Keras' current lr is ignored
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 3-epoch run on 64 random genes, shared by the tests below."""
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    train, valid = random_split(rng, 64), random_split(rng, 48)
+    save_dir = tmp_path_factory.mktemp("run")
+    result = Convnet.train(
+        Convnet.Conv1DNet(), train, valid, save_dir, epochs=3, batch_size=16, verbose=0, seed=3
+    )
+    log = pd.read_csv(save_dir / "log.csv")
+    return result, log, valid
+
+
+def test_log_columns_and_learning_rate(trained):
+    result, log, _ = trained
+    assert list(log.columns) == [
+        "epoch",
+        "accuracy",
+        "auc",
+        "learning_rate",
+        "loss",
+        "val_accuracy",
+        "val_auc",
+        "val_loss",
+    ]
+    assert list(log["epoch"]) == [0, 1, 2]
+    # Logged from the float32 optimizer variable: equal to float32 precision.
+    np.testing.assert_allclose(log["learning_rate"], [0.001, 0.0009, 0.00081], rtol=1e-6)
+    assert result.history["learning_rate"] == list(log["learning_rate"])
+
+
+def test_checkpoint_keeps_best_validation_epoch(trained):
+    result, log, valid = trained
+    best = int(np.argmax(log["val_accuracy"].to_numpy()))  # first of ties
+    assert result.best_epoch == best + 1
+    scores = Convnet.test(Convnet.load_model(result.best_model_path), *valid)
+    assert scores["accuracy"] == pytest.approx(log["val_accuracy"][best], abs=1e-6)
+    # val_auc is continuous, so it fingerprints which epoch's weights were saved
+    # even when val_accuracy ties (random labels: the majority class every epoch).
+    assert scores["auc"] == pytest.approx(log["val_auc"][best], abs=1e-9)
+    final = Convnet.test(Convnet.load_model(result.final_model_path), *valid)
+    assert final["auc"] == pytest.approx(log["val_auc"].iloc[-1], abs=1e-9)
+
+
+def test_test_scores(trained):
+    result, _, (x, y) = trained
+    from sklearn.metrics import roc_auc_score
+
+    model = Convnet.load_model(result.final_model_path)
+    scores = Convnet.test(model, x, y, batch_size=7)
+    proba = Convnet.predict_proba(model, x)
+    assert scores["proba"].dtype == np.float32 and scores["proba"].shape == (len(x),)
+    np.testing.assert_allclose(scores["proba"], proba, rtol=1e-6)
+    assert scores["n"] == len(x)
+    assert scores["auc"] == pytest.approx(roc_auc_score(y[:, 1], proba))
+    assert scores["accuracy"] == pytest.approx(np.mean((proba > 0.5) == (y[:, 1] == 1)))
+    assert np.isnan(Convnet.test(model, x, np.eye(2, dtype=np.float32)[[0] * len(x)])["auc"])
+
+
+def test_all_nan_monitor_keeps_last_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    train = random_split(rng, 32)
+    valid = random_split(rng, 16, labels=np.zeros(16, dtype=int))  # one class: val_auc NaN
+    with pytest.warns(UserWarning, match="val_auc undefined"):
+        result = Convnet.train(
+            Convnet.Conv1DNet(),
+            train,
+            valid,
+            tmp_path,
+            epochs=2,
+            batch_size=16,
+            monitor="val_auc",
+            verbose=0,
+        )
+    assert result.best_epoch == 2
+    assert np.isnan(result.history["val_auc"]).all()
+    assert os.path.exists(result.best_model_path) and os.path.exists(result.final_model_path)
