@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import data
@@ -179,16 +180,19 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
             "best_epoch": best_epoch}
 
 
-def train_model(args, train, valid, folder: Path):
+def train_model(args, train, valid, folder: Path, seed: int):
     """Train a fresh network, draw its curves, and return (best model, best epoch)."""
+    import keras
+
     import Convnet
     from utils import plot_log
 
+    keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
     model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
     fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         lr_decay=args.lr_decay, monitor=args.monitor, debug=args.debug,
-                        seed=args.seed)
+                        seed=seed)
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -206,7 +210,10 @@ def run_per_cell(args, cells: list[str], save: Path, table: Path) -> list[dict]:
         start = time.time()
         c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
         keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
-        model, best_epoch = train_model(args, c.train, c.valid, save / cell)
+        # A seed per cell: a cell's result depends on the run's seed and the cell alone,
+        # not on which other cells the run includes.
+        seed = (args.seed + zlib.crc32(cell.encode())) % 2**31
+        model, best_epoch = train_model(args, c.train, c.valid, save / cell, seed)
         row = test_cell(model, cell, c.test, save / cell, best_epoch)
         rows.append(row)
         write_table(table, rows)  # after every cell: a stopped run keeps what finished
@@ -220,7 +227,7 @@ def run_mix(args, cells: list[str], save: Path, table: Path) -> list[dict]:
                              additional_features=args.features)
     print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
           f"pooled from {len(cells)} cells", flush=True)
-    model, best_epoch = train_model(args, mix.train, mix.valid, save)
+    model, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
     rows = []
     for i, cell in enumerate(cells, 1):
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
