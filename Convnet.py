@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
+import data
 from roc_auc_callback import RocAucCallback, roc_auc
 
 VARIANTS = ("full", "no_spatial_dropout", "no_additional_features")
@@ -23,7 +24,7 @@ def input_length(variant):
     """Length of one gene's feature vector: 100 bins x 5 marks (+ 5 additional features)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return 500 if variant == "no_additional_features" else 505
+    return data.input_length(additional_features=variant != "no_additional_features")
 
 
 def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):

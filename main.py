@@ -150,20 +150,18 @@ def write_json(path: Path, obj) -> None:
 def write_table(path: Path, rows: list[dict]) -> None:
     import pandas as pd
 
-    from utils import atomic_write
+    from utils import write_csv
 
-    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+    write_csv(path, pd.DataFrame(rows, columns=RESULT_COLUMNS))
 
 
 def write_predictions(folder: Path, split, proba) -> None:
     import pandas as pd
 
-    from utils import atomic_write
+    from utils import write_csv
 
-    table = pd.DataFrame({"gene_id": split.ids, "label": split.labels, "probability": proba})
-    atomic_write(folder / "predictions.csv",
-                 lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+    write_csv(folder / "predictions.csv",
+              pd.DataFrame({"gene_id": split.ids, "label": split.labels, "probability": proba}))
 
 
 def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
@@ -298,12 +296,13 @@ def main(argv=None) -> int:
         if not data_dir.is_dir():
             raise data.DataError(NO_DATA_HELP.format(data_dir=data_dir))
         cells = data.select_cells(data_dir, args.cells)
-        save, table = prepare_save_dir(args)
         args.features = args.variant != "no_additional_features"
         # Parse and check every file before TensorFlow starts, so bad data fails in seconds,
-        # not after hours of training; the parsed arrays are cached for the run itself.
+        # not after hours of training, and leaves no empty save folder behind; the parsed
+        # arrays are cached for the run itself.
         for cell in cells:
             data.load_cell(data_dir / cell, additional_features=args.features)
+        save, table = prepare_save_dir(args)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -332,8 +331,7 @@ def main(argv=None) -> int:
     settings["cells"] = cells
     write_json(save / "args.json", settings)
     if not args.weights:
-        plot_model(Convnet.Conv1DNet((data.input_length(args.features), 1),
-                                     variant=args.variant), save / "model.png")
+        plot_model(Convnet.Conv1DNet(variant=args.variant), save / "model.png")
 
     experiment = run_weights if args.weights else run_mix if args.mix else run_per_cell
     try:

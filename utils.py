@@ -40,6 +40,11 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> Path:
+    """A results or predictions table, written atomically, floats to 6 decimals."""
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
+
+
 def save_figure(fig, path: str | os.PathLike) -> Path:
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

@@ -151,6 +151,7 @@ def test_bad_data_and_bad_model_exit_2(tiny_dir, tmp_path):
     path.write_text("\n".join(lines[:150]) + "\n")  # truncated: 1.5 genes
     one_line_error(run("--data_dir", bad, "--epochs", 1, "--save_dir", tmp_path / "s",
                        check=False), str(path), "not a multiple of 100")
+    assert not (tmp_path / "s").exists()  # bad data leaves no empty save folder behind
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a model at all")
     one_line_error(run("--data_dir", tiny_dir, "--weights", junk, "--save_dir",
