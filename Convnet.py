@@ -90,6 +90,73 @@ def lr_schedule(lr, lr_decay):
     return schedule
 
 
+def save_model(model, path):
+    """``model.save(path)`` through a temporary file and a rename: a run killed mid-save leaves
+    the previous file or the new one, never a torn one that would load as garbage."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")  # Keras wants .keras
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever `monitor` strictly improves (so ties keep the first epoch).
+
+    Like ModelCheckpoint(save_best_only=True), but each save is atomic (`save_model`), and an
+    epoch whose value is NaN or missing never counts as best (Keras' default baseline accepts a
+    first NaN, after which nothing beats it).
+    """
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        self.path, self.monitor, self.mode = path, monitor, mode
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, math.nan))
+        if math.isnan(value):
+            return
+        if value < self.best if self.mode == "min" else value > self.best:
+            self.best = value
+            save_model(self.model, self.path)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """log.csv with one row per epoch (epoch 0-based, then the logs' keys sorted, as Keras'
+    CSVLogger), rewritten whole through a rename each epoch: never a torn last line."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        keys = sorted({k for row in self.rows for k in row} - {"epoch"})
+        lines = [",".join(["epoch", *keys])]
+        lines += [",".join([str(r["epoch"]), *(repr(r.get(k, math.nan)) for k in keys)])
+                  for r in self.rows]
+        text = "\n".join(lines) + "\n"
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+
+        from utils import atomic_write
+
+        atomic_write(self.path, write)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns.
@@ -155,16 +222,8 @@ def train(
         # First: later callbacks read the auc / val_auc it adds to the logs.
         RocAucCallback(train, valid, train_subsample=train_auc_subsample),
         keras.callbacks.LearningRateScheduler(lr_schedule(lr, lr_decay)),
-        keras.callbacks.CSVLogger(os.path.join(save_dir, "log.csv")),
-        keras.callbacks.ModelCheckpoint(
-            best_path,
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            # Keras' default baseline accepts any first value, NaN included,
-            # after which nothing beats NaN; +-inf skips NaN epochs instead.
-            initial_value_threshold=math.inf if mode == "min" else -math.inf,
-        ),
+        EpochLog(os.path.join(save_dir, "log.csv")),
+        BestCheckpoint(best_path, monitor=monitor, mode=mode),
     ]
     # TensorFlow >= 2.20 no longer installs TensorBoard; its callback would crash
     # at the first epoch, so train without it rather than lose the run.
@@ -189,12 +248,12 @@ def train(
         verbose=verbose,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    model.save(final_path)
+    save_model(model, final_path)
 
     values = np.asarray(history.get(monitor, [math.nan] * epochs), dtype=np.float64)
     if np.all(np.isnan(values)):
         best_epoch = len(values)
-        model.save(best_path)
+        save_model(model, best_path)
     else:
         # Strict improvement in the checkpoint, first index here: ties -> first.
         best = np.nanargmin(values) if mode == "min" else np.nanargmax(values)

@@ -133,8 +133,13 @@ def select_cells(data_dir: str | os.PathLike, cells: str | list[str] | None) -> 
     if isinstance(cells, str):
         cells = [c for c in (s.strip() for s in cells.split(",")) if c]
     unknown = [c for c in cells if c not in available]
+    for c in unknown:
+        cls = data_dir / c / "classification"
+        missing = [f"{s}.csv" for s in SPLITS if not (cls / f"{s}.csv").is_file()]
+        if cls.is_dir() and missing:
+            raise DataError(f"{cls}: incomplete cell, missing {', '.join(missing)}")
     if unknown:
-        raise DataError(f"{data_dir}: cell(s) not found or incomplete: {', '.join(unknown)}")
+        raise DataError(f"{data_dir}: cell(s) not found: {', '.join(unknown)}")
     return sorted(dict.fromkeys(cells))
 
 
@@ -275,7 +280,8 @@ def _parse_split(path: Path):
         bad = ~np.isfinite(counts)
         if bad.any():
             row, j = np.argwhere(bad)[0]
-            raise fail_row(row, f"{MARKS[j]} count is not a finite number")
+            raise fail_row(row, f"{MARKS[j]} count is infinite or too large for float32 "
+                                f"(above {np.finfo(np.float32).max:.1e})")
         row, j = np.argwhere(counts < 0)[0]
         raise fail_row(row, f"{MARKS[j]} count {counts[row, j]:g} is negative")
 
@@ -497,6 +503,16 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
     tests = {c: load_split(classification_dir(data_dir / c) / "test.csv",
                            additional_features, cache) for c in names}
     return MixedData(pooled[0], pooled[1], tests)
+
+
+def mixed_bytes(data_dir: str | os.PathLike, cells: list[str],
+                additional_features: bool = True, cache: bool = True) -> int:
+    """Bytes of the arrays `load_data_mix` builds for these cells (x float32, y float32, ids and
+    cell names as <U16 text), from the genes per split; cheap once the splits are cached."""
+    data_dir = Path(data_dir)
+    genes = sum(_split_size(classification_dir(data_dir / c) / f"{s}.csv", additional_features,
+                            cache) for c in cells for s in SPLITS)
+    return genes * (input_length(additional_features) * 4 + 2 * 4 + 2 * 16 * 4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,12 @@ answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shlex
+import shutil
+import signal
 import sys
 import time
 import zlib
@@ -21,6 +25,13 @@ from pathlib import Path
 import data
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
+# Settings that may change between a run and its --resume: where things go and what is
+# logged, not what is computed.
+RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distribute",
+               "devices"}
+# Training outputs of the mixed model in the run folder, removed before it is trained again.
+MIX_TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras",
+                      "tensorboard", "trained.json")
 NO_DATA_HELP = (
     "the data (56 cell types, Zenodo record 2652278) is not in {data_dir}. Download it from "
     "https://zenodo.org/record/2652278 and unpack it as <data_dir>/<cell>/classification/"
@@ -94,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test a saved model without training: a .keras file (used for every "
                         "chosen cell) or a run folder (its mixed model, or each cell's own); "
                         "default: none, train new models")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --save_dir: cells already in its results table "
+                        "are kept, an interrupted cell is redone; flags not given are taken "
+                        "from its args.json, flags given must match it (default: off)")
     p.add_argument("--overwrite", action="store_true",
-                   help="allow writing into a save_dir that holds an earlier run's results "
-                        "(default: off)")
+                   help="start afresh in a save_dir that holds an earlier run, replacing its "
+                        "results (default: off)")
+    p.add_argument("--max_memory", type=float, default=None,
+                   help="GiB the mixed experiment may use; it refuses to start when its "
+                        "estimate is larger; 0 turns the check off (default: the memory "
+                        "available when the run starts)")
     return p
 
 
@@ -109,6 +128,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if not 0 < args.lr_decay <= 1:
         raise UsageError(f"--lr_decay must be in (0, 1], got {args.lr_decay}")
+    if args.max_memory is not None and args.max_memory < 0:
+        raise UsageError(f"--max_memory must be positive (or 0: no check), got {args.max_memory}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if args.resume:
+        if args.save_dir is None:
+            raise UsageError("--resume needs --save_dir, the folder of the run to resume")
+        adopt_recorded_settings(args, argv)
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file or folder")
     if args.save_dir is None:
@@ -120,6 +147,51 @@ def parse_args(argv=None) -> argparse.Namespace:
             save = base.with_name(f"{base.name}-{n}")
         args.save_dir = str(save)
     return args
+
+
+def explicit_flags(argv) -> set[str]:
+    """Destinations of the flags given on the command line (not left at their defaults)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_known_args(argv)[0]))
+
+
+def _same(key: str, given, recorded) -> bool:
+    if key in ("data_dir", "weights"):
+        return (given is None) == (recorded is None) and (
+            given is None or Path(given).resolve() == Path(recorded).resolve())
+    if key == "cells":
+        return [c.strip() for c in str(given).split(",") if c.strip()] == list(recorded or [])
+    if isinstance(recorded, float) or isinstance(given, float):
+        return recorded is not None and float(given) == float(recorded)
+    return given == recorded
+
+
+def adopt_recorded_settings(args, argv) -> None:
+    """For --resume: take the run's settings from its args.json; refuse flags that differ."""
+    save = Path(args.save_dir)
+    try:
+        recorded = json.loads((save / "args.json").read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{save}: no args.json, so no run to resume there") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{save / 'args.json'}: cannot read the run's settings ({e})") from None
+    given = explicit_flags(sys.argv[1:] if argv is None else argv)
+    differ = [f"--{k} {getattr(args, k)} (the run has {recorded[k]})"
+              for k in sorted(given - RESUME_FREE)
+              if k in recorded and not _same(k, getattr(args, k), recorded[k])]
+    if differ:
+        raise UsageError(f"cannot resume {save}: settings differ from its args.json: "
+                         f"{'; '.join(differ)}; resume without them, or start a new run")
+    for key, value in recorded.items():
+        if key in given or key in RESUME_FREE or not hasattr(args, key):
+            continue
+        setattr(args, key, ",".join(value) if key == "cells" and value else value)
+
+
+def resume_command(save: Path) -> str:
+    return f"python main.py --save_dir {shlex.quote(str(save))} --resume"
 
 
 def holds_results(save: Path) -> list[str]:
@@ -199,13 +271,49 @@ def train_model(args, train, valid, folder: Path, seed: int):
 # The experiments
 
 
-def run_per_cell(args, cells: list[str], save: Path, table: Path) -> list[dict]:
+def read_table(path: Path) -> dict[str, dict]:
+    """The rows of a results table, by cell ({} when there is none yet)."""
+    import pandas as pd
+
+    if not path.exists():
+        return {}
+    rows = pd.read_csv(path, dtype={"cell": str}, keep_default_na=False, na_values=[""])
+    rows = rows.astype(object).where(rows.notna(), None)
+    return {r["cell"]: r for r in rows.to_dict("records")}
+
+
+class Results:
+    """A run's results table, rewritten (atomically) as each cell finishes, rows in cell order.
+
+    A cell is finished exactly when its row is in the table: its other files are written first.
+    """
+
+    def __init__(self, path: Path, cells: list[str], resume: bool):
+        self.path, self.cells = path, cells
+        self.rows = {c: r for c, r in read_table(path).items() if c in cells} if resume else {}
+
+    def done(self, cell: str) -> bool:
+        return cell in self.rows
+
+    def add(self, row: dict) -> None:
+        self.rows[row["cell"]] = row
+        write_table(self.path, [self.rows[c] for c in self.cells if c in self.rows])
+
+    def values(self) -> list[dict]:
+        return [self.rows[c] for c in self.cells if c in self.rows]
+
+
+def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
     import keras
 
-    rows = []
     for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            print(f"Cell {i}/{len(cells)}: {cell}: finished earlier, kept", flush=True)
+            continue
         print(f"Cell {i}/{len(cells)}: {cell}", flush=True)
         start = time.time()
+        # Whatever an interrupted attempt left (its row never reached the table) goes.
+        shutil.rmtree(save / cell, ignore_errors=True)
         c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
         keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
         # A seed per cell: a cell's result depends on the run's seed and the cell alone,
@@ -213,27 +321,74 @@ def run_per_cell(args, cells: list[str], save: Path, table: Path) -> list[dict]:
         seed = (args.seed + zlib.crc32(cell.encode())) % 2**31
         model, best_epoch = train_model(args, c.train, c.valid, save / cell, seed)
         row = test_cell(model, cell, c.test, save / cell, best_epoch)
-        rows.append(row)
-        write_table(table, rows)  # after every cell: a stopped run keeps what finished
+        results.add(row)  # after every cell: a stopped run keeps what finished
         print(f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
               f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
-    return rows
 
 
-def run_mix(args, cells: list[str], save: Path, table: Path) -> list[dict]:
+def mixed_memory_check(args, cells: list[str]) -> None:
+    """Refuse the mixed experiment before loading it when it would not fit in memory."""
+    need = data.mixed_bytes(args.data_dir, cells, additional_features=args.features)
+    # Training holds the pooled arrays plus TensorFlow's own copy of the batch pipeline's
+    # source (measured: about one more copy of the training arrays) and the framework itself.
+    need = int(need * 2 + 1.5 * 2**30)
+    limit = args.max_memory * 2**30 if args.max_memory is not None else available_memory()
+    if limit and need > limit:
+        where = "--max_memory" if args.max_memory is not None else "available memory"
+        raise UsageError(
+            f"the mixed experiment on {len(cells)} cells needs about {need / 2**30:.1f} GiB, "
+            f"more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells with "
+            "--cells, or override with --max_memory GIB (0: no check)")
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int((cg / "memory.current").read_text())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
+    import Convnet
+
+    todo = [c for c in cells if not results.done(c)]
+    if not todo:
+        return
     mix = data.load_data_mix(args.data_dir, cells, seed=args.seed,
                              additional_features=args.features)
     print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
           f"pooled from {len(cells)} cells", flush=True)
-    model, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
-    rows = []
+    marker = save / "trained.json"
+    if args.resume and marker.exists() and (save / "best_model.keras").exists():
+        best_epoch = json.loads(marker.read_text())["best_epoch"]
+        model = Convnet.load_model(str(save / "best_model.keras"))
+        print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
+    else:
+        for name in MIX_TRAINING_FILES:  # an interrupted training's remains
+            path = save / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        model, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
+        write_json(marker, {"best_epoch": best_epoch})
     for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            continue
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
-        rows.append(row)
+        results.add(row)
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
               f"accuracy {row['accuracy']:.4f}", flush=True)
-    write_table(table, rows)
-    return rows
 
 
 def load_saved_model(path: Path):
@@ -251,7 +406,7 @@ def load_saved_model(path: Path):
     return model
 
 
-def run_weights(args, cells: list[str], save: Path, table: Path) -> list[dict]:
+def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
     """Test saved model(s) on each chosen cell's test split, without training."""
     weights = Path(args.weights)
 
@@ -263,8 +418,10 @@ def run_weights(args, cells: list[str], save: Path, table: Path) -> list[dict]:
                 return candidate
         raise UsageError(f"{weights}: no best_model.keras for cell {cell}")
 
-    rows, loaded = [], {}
+    loaded = {}
     for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            continue
         path = model_for(cell)
         if path not in loaded:
             loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
@@ -272,24 +429,42 @@ def run_weights(args, cells: list[str], save: Path, table: Path) -> list[dict]:
         features = model.input_shape[1] == data.input_length(True)
         split = data.load_cell(Path(args.data_dir) / cell, additional_features=features).test
         row = test_cell(model, cell, split, save / cell, None)
-        rows.append(row)
-        write_table(table, rows)
+        results.add(row)
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
-    return rows
 
 
 def prepare_save_dir(args) -> tuple[Path, Path]:
     save = Path(args.save_dir)
     name = "output-mix.csv" if args.mix else "output.csv"
     earlier = holds_results(save)
-    if earlier and not args.overwrite:
+    if earlier and not (args.overwrite or args.resume):
         raise UsageError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
-                         "choose another --save_dir or pass --overwrite")
-    save.mkdir(parents=True, exist_ok=True)
+                         "continue it with --resume, replace it with --overwrite, or choose "
+                         "another --save_dir")
+    try:
+        save.mkdir(parents=True, exist_ok=True)
+        if args.overwrite:
+            for p in (save / "output.csv", save / "output-mix.csv", save / "trained.json"):
+                p.unlink(missing_ok=True)
+    except OSError as e:
+        raise UsageError(f"{save}: cannot create the save folder ({e.strerror})") from None
     return save, save / name
 
 
+def stop_on_sigterm(signum, frame):
+    # A batch system's kill, or `kill PID`: stop like Ctrl-C, with the resume command.
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     try:
         args = parse_args(argv)
         data_dir = Path(args.data_dir)
@@ -302,6 +477,8 @@ def main(argv=None) -> int:
         # arrays are cached for the run itself.
         for cell in cells:
             data.load_cell(data_dir / cell, additional_features=args.features)
+        if args.mix and not args.weights and args.max_memory != 0:
+            mixed_memory_check(args, cells)
         save, table = prepare_save_dir(args)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -326,19 +503,36 @@ def main(argv=None) -> int:
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
     print(f"Devices: {', '.join(devices) if devices else 'CPU only'}; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
-    print(f"Saving to {save}", flush=True)
-    settings = {k: v for k, v in vars(args).items() if k != "features"}
-    settings["cells"] = cells
-    write_json(save / "args.json", settings)
-    if not args.weights:
-        plot_model(Convnet.Conv1DNet(variant=args.variant), save / "model.png")
-
+    print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
+    results = Results(table, cells, resume=args.resume)
     experiment = run_weights if args.weights else run_mix if args.mix else run_per_cell
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        rows = experiment(args, cells, save, table)
+        if not args.resume:  # a resumed run keeps the args.json it was started with
+            settings = {k: v for k, v in vars(args).items() if k not in ("features", "resume")}
+            settings["cells"] = cells
+            write_json(save / "args.json", settings)
+        if not args.weights and not (save / "model.png").exists():
+            plot_model(Convnet.Conv1DNet(variant=args.variant), save / "model.png")
+        experiment(args, cells, save, results)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        done = [c for c in cells if results.done(c)]
+        print(f"interrupted: {len(done)}/{len(cells)} cells finished"
+              f"{' (' + ', '.join(done) + ')' if done else ''}, kept in {table}; "
+              f"resume with: {resume_command(save)}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
+            raise
+        done = sum(results.done(c) for c in cells)
+        print(f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; "
+              f"the {done} finished cells in {table} are intact; once fixed, resume with: "
+              f"{resume_command(save)}", file=sys.stderr)
+        return 2
+    rows = results.values()
     aucs = np.array([r["auc"] for r in rows], dtype=float)
     print(f"Results: {table}: {len(rows)} cells, mean AUC {np.nanmean(aucs):.4f}, "
           f"median AUC {np.nanmedian(aucs):.4f}")

@@ -1,0 +1,160 @@
+"""Long runs that survive: kill and resume, refused resumes, reproducible seeds, a full disk."""
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from conftest import ROOT
+from test_hostile import assert_one_line_error
+
+SETTINGS = ["--epochs", 1, "--batch_size", 16, "--seed", 11]
+
+
+def main_cmd(*args):
+    return [sys.executable, str(ROOT / "main.py"), *map(str, args)]
+
+
+def run(*args, check=True):
+    res = subprocess.run(main_cmd(*args), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check:
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def table_cells(path):
+    if not path.exists():
+        return []
+    return list(pd.read_csv(path, dtype={"cell": str}).cell)
+
+
+def assert_files_whole(save):
+    """Every file a reader would use parses; leftover temporaries are hidden (dot) files."""
+    for path in save.rglob("*"):
+        if path.is_dir() or "tensorboard" in path.parts or path.name.startswith("."):
+            continue
+        if path.suffix == ".csv":
+            assert len(pd.read_csv(path)) > 0, path
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".png":
+            assert matplotlib.image.imread(path).size > 0, path
+        elif path.suffix == ".keras":
+            with zipfile.ZipFile(path) as z:
+                assert z.testzip() is None, path
+        else:
+            raise AssertionError(f"unexpected file {path}")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir, tmp_path_factory):
+    """An uninterrupted seeded per-cell run."""
+    save = tmp_path_factory.mktemp("ref") / "run"
+    run("--data_dir", tiny_dir, "--save_dir", save, *SETTINGS)
+    return save
+
+
+def start_and_stop_after_first_cell(tiny_dir, save, sig):
+    proc = subprocess.Popen(main_cmd("--data_dir", tiny_dir, "--save_dir", save, *SETTINGS),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not table_cells(save / "output.csv"):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_stop_then_resume_equals_uninterrupted(tiny_dir, tmp_path, reference, sig):
+    save = tmp_path / "run"
+    rc, out, err = start_and_stop_after_first_cell(tiny_dir, save, sig)
+    done = table_cells(save / "output.csv")
+    assert done[0] == "S001" and len(done) < 3  # the finished cells, in order, nothing more
+    assert_files_whole(save)
+    if sig == signal.SIGINT:
+        assert rc == 130 and "Traceback" not in err
+        message = err.strip().splitlines()[-1]
+        assert f"{len(done)}/3 cells finished" in message
+        command = message.split("resume with: ")[1]
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "main.py"]
+        res = subprocess.run([sys.executable, str(ROOT / "main.py"), *argv[2:]],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    else:
+        assert rc == -signal.SIGKILL
+        res = run("--save_dir", save, "--resume")
+    assert "S001: finished earlier, kept" in res.stdout
+    assert (save / "output.csv").read_bytes() == (reference / "output.csv").read_bytes()
+    assert_files_whole(save)
+    assert not [p for p in save.rglob(".*") if p.is_file()]  # no temporaries left behind
+
+
+def test_resume_refusals(tiny_dir, tmp_path, reference):
+    res = run("--save_dir", reference, "--resume", "--epochs", 2, "--lr", 0.01, check=False)
+    assert_one_line_error(res, "settings differ", "--epochs 2 (the run has 1)",
+                          "--lr 0.01 (the run has 0.001)")
+    res = run("--data_dir", tiny_dir, "--save_dir", reference, *SETTINGS, check=False)
+    assert_one_line_error(res, "already holds an earlier run", "--resume", "--overwrite")
+    res = run("--data_dir", tiny_dir, "--resume", check=False)
+    assert_one_line_error(res, "--resume needs --save_dir")
+    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "none", "--resume", check=False)
+    assert_one_line_error(res, "no args.json")
+    # Same settings spelled out, or a changed --debug (logging only): accepted, nothing to redo.
+    before = (reference / "output.csv").read_bytes()
+    res = run("--data_dir", tiny_dir, "--save_dir", reference, "--resume", "--debug", *SETTINGS)
+    assert res.stdout.count("finished earlier, kept") == 3
+    assert (reference / "output.csv").read_bytes() == before
+
+
+def test_mixed_runs_are_reproducible_and_resume_keeps_the_trained_model(tiny_dir, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    run("--data_dir", tiny_dir, "--save_dir", first, "--mix", *SETTINGS)
+    run("--data_dir", tiny_dir, "--save_dir", second, "--mix", *SETTINGS)
+    table = (first / "output-mix.csv").read_bytes()
+    assert (second / "output-mix.csv").read_bytes() == table  # seeded: identical
+    # As if stopped while testing the trained model: the last cell's row never written.
+    lines = table.decode().splitlines(keepends=True)
+    (second / "output-mix.csv").write_text("".join(lines[:-1]))
+    model = (second / "best_model.keras").stat().st_mtime_ns
+    res = run("--save_dir", second, "--resume")
+    assert "Mixed model trained earlier (best epoch 1), kept" in res.stdout
+    assert (second / "best_model.keras").stat().st_mtime_ns == model
+    assert (second / "output-mix.csv").read_bytes() == table
+
+
+DISK_FULL = """
+import errno, os, sys
+sys.path.insert(0, {root!r})
+import utils
+write_csv = utils.write_csv
+def full(path, table):
+    if "S002" in str(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return write_csv(path, table)
+utils.write_csv = full
+import main
+sys.exit(main.main({argv!r}))
+"""
+
+
+def test_full_disk_stops_cleanly_and_keeps_earlier_results(tiny_dir, tmp_path, reference):
+    save = tmp_path / "run"
+    argv = [str(a) for a in ["--data_dir", tiny_dir, "--save_dir", save, *SETTINGS]]
+    res = subprocess.run([sys.executable, "-c", DISK_FULL.format(root=str(ROOT), argv=argv)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert_one_line_error(res, "No space left on device", "S002", "the 1 finished cells",
+                          "resume with")
+    assert table_cells(save / "output.csv") == ["S001"]
+    assert_files_whole(save)
+    run("--save_dir", save, "--resume")
+    assert (save / "output.csv").read_bytes() == (reference / "output.csv").read_bytes()
