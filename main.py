@@ -22,9 +22,9 @@ import data
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 NO_DATA_HELP = (
-    "the data (56 cell types, Zenodo record 2652278) is not in {data_dir}. Download it from "
-    "https://zenodo.org/record/2652278 and unpack it as <data_dir>/<cell>/classification/"
-    "{{train,valid,test}}.csv, or try the bundled sample: python main.py --data_dir sample_data"
+    "the data (56 cell types, https://zenodo.org/record/2652278) is not in {data_dir}. Get it "
+    "with: python data.py download --data_dir {data_dir} (downloads, verifies and unpacks it; "
+    "resumes if interrupted), or try the bundled sample: python main.py --data_dir sample_data"
 )
 
 
