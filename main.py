@@ -33,9 +33,9 @@ RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distri
 MIX_TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras",
                       "tensorboard", "trained.json")
 NO_DATA_HELP = (
-    "the data (56 cell types, Zenodo record 2652278) is not in {data_dir}. Download it from "
-    "https://zenodo.org/record/2652278 and unpack it as <data_dir>/<cell>/classification/"
-    "{{train,valid,test}}.csv, or try the bundled sample: python main.py --data_dir sample_data"
+    "the data (56 cell types, https://zenodo.org/record/2652278) is not in {data_dir}. Get it "
+    "with: python data.py download --data_dir {data_dir} (downloads, verifies and unpacks it; "
+    "resumes if interrupted), or try the bundled sample: python main.py --data_dir sample_data"
 )
 
 
