@@ -458,12 +458,13 @@ def _split_size(path: Path, additional_features: bool, cache: bool) -> int:
 
 def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = None,
                   seed: int = 0, val_fraction: float = 0.3, additional_features: bool = True,
-                  cache: bool = True) -> MixedData:
+                  cache: bool = True, tests: bool = True) -> MixedData:
     """The mixed experiment's data.
 
     The train and valid splits of all (or the chosen) cells are pooled, shuffled with ``seed``
     and split ``1 - val_fraction`` / ``val_fraction`` into train/validation; each cell's OWN
-    test split is kept apart in ``tests`` (cell -> Split), sorted by cell.
+    test split is kept apart in ``tests`` (cell -> Split), sorted by cell; ``tests=False``
+    leaves it empty (pre-training, where each cell's test split is read later).
 
     Memory: the pooled arrays are allocated once and each cell's rows are written straight to
     their shuffled positions, so the peak is the pooled arrays plus one cell, not two copies.
@@ -502,7 +503,7 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
             dest.cells[at] = cell
         del split
     tests = {c: load_split(classification_dir(data_dir / c) / "test.csv",
-                           additional_features, cache) for c in names}
+                           additional_features, cache) for c in (names if tests else [])}
     return MixedData(pooled[0], pooled[1], tests)
 
 

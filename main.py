@@ -25,6 +25,10 @@ from pathlib import Path
 import data
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
+# Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
+FINETUNE_COLUMNS = ["cell", "auc_mixed", "auc_finetuned", "accuracy_mixed",
+                    "accuracy_finetuned", "n_test", "best_epoch_mixed", "best_epoch_finetuned"]
+TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv")
 # Settings that may change between a run and its --resume: where things go and what is
 # logged, not what is computed.
 RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distribute",
@@ -105,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test a saved model without training: a .keras file (used for every "
                         "chosen cell) or a run folder (its mixed model, or each cell's own); "
                         "default: none, train new models")
+    p.add_argument("--finetune", action="store_true",
+                   help="after the mixed model is trained, start from it for each cell and "
+                        "train on that cell's own train split (validated on its valid split), "
+                        "then test both models on the cell's test split; implies --mix; with "
+                        "--weights, start from that saved mixed model instead (default: off)")
+    p.add_argument("--finetune_epochs", type=int, default=10, help="fine-tuning epochs")
+    p.add_argument("--finetune_lr", type=float, default=0.0001,
+                   help="fine-tuning's initial learning rate, decayed by --lr_decay per epoch")
+    p.add_argument("--freeze_conv", action="store_true",
+                   help="keep the three convolution layers as pre-trained while fine-tuning; "
+                        "only the dense layers learn (default: off)")
+    p.add_argument("--holdout_cell", default=None,
+                   help="leave one out: pre-train on all chosen cells but this one, then "
+                        "fine-tune and test on it alone; implies --finetune (default: none)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --save_dir: cells already in its results table "
                         "are kept, an interrupted cell is redone; flags not given are taken "
@@ -121,15 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "finetune_epochs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
+    if not args.finetune_lr > 0:
+        raise UsageError(f"--finetune_lr must be positive, got {args.finetune_lr}")
     if not 0 < args.lr_decay <= 1:
         raise UsageError(f"--lr_decay must be in (0, 1], got {args.lr_decay}")
     if args.max_memory is not None and args.max_memory < 0:
         raise UsageError(f"--max_memory must be positive (or 0: no check), got {args.max_memory}")
+    if args.holdout_cell:
+        args.finetune = True
+    if args.freeze_conv and not args.finetune:
+        raise UsageError("--freeze_conv applies to fine-tuning: add --finetune")
+    if args.finetune:
+        args.mix = True
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     if args.resume:
@@ -196,17 +222,24 @@ def resume_command(save: Path) -> str:
 
 def holds_results(save: Path) -> list[str]:
     """Names of an earlier run's record files in ``save``."""
-    return [p.name for p in (save / "args.json", save / "output.csv", save / "output-mix.csv")
-            if p.exists()]
+    return [p.name for p in [save / "args.json", *(save / t for t in TABLES)] if p.exists()]
 
 
 def default_run_name(args) -> str:
-    if args.weights:
+    if args.weights and not args.finetune:
         w = Path(args.weights)
         return f"test-{w.parent.name}-{w.stem}" if w.is_file() else f"test-{w.name}"
-    experiment = "mix" if args.mix else "percell"
-    return (f"{experiment}-{args.variant}-e{args.epochs}-b{args.batch_size}"
+    experiment = ("percell" if not args.mix else "mix" if not args.finetune
+                  else f"loo-{args.holdout_cell}" if args.holdout_cell else "finetune")
+    name = (f"{experiment}-{args.variant}-e{args.epochs}-b{args.batch_size}"
             f"-lr{args.lr:g}-d{args.lr_decay:g}")
+    if args.finetune:
+        name += (f"-fe{args.finetune_epochs}-flr{args.finetune_lr:g}"
+                 f"{'-frozen' if args.freeze_conv else ''}")
+    if args.weights:
+        w = Path(args.weights)
+        name += f"-from-{w.parent.name if w.is_file() else w.name}"
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,12 +252,12 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
-def write_table(path: Path, rows: list[dict]) -> None:
+def write_table(path: Path, rows: list[dict], columns=RESULT_COLUMNS) -> None:
     import pandas as pd
 
     from utils import write_csv
 
-    write_csv(path, pd.DataFrame(rows, columns=RESULT_COLUMNS))
+    write_csv(path, pd.DataFrame(rows, columns=columns))
 
 
 def write_predictions(folder: Path, split, proba) -> None:
@@ -250,19 +283,27 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
             "best_epoch": best_epoch}
 
 
-def train_model(args, train, valid, folder: Path, seed: int):
-    """Train a fresh network, draw its curves, and return (best model, best epoch)."""
+def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=None,
+                lr=None):
+    """Train a fresh network (or continue `start`, a model file), draw its curves, and return
+    (best model, best epoch)."""
     import keras
 
     import Convnet
     from utils import plot_log
 
     keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
-    model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
+    if start is None:
+        model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
+    else:
+        model = Convnet.load_model(str(start))
+        if args.freeze_conv:
+            for layer in model.layers:
+                layer.trainable = not isinstance(layer, keras.layers.Conv1D)
     fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
-                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        lr_decay=args.lr_decay, monitor=args.monitor, debug=args.debug,
-                        seed=seed)
+                        epochs=epochs or args.epochs, batch_size=args.batch_size,
+                        lr=lr or args.lr, lr_decay=args.lr_decay, monitor=args.monitor,
+                        debug=args.debug, seed=seed)
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -288,8 +329,8 @@ class Results:
     A cell is finished exactly when its row is in the table: its other files are written first.
     """
 
-    def __init__(self, path: Path, cells: list[str], resume: bool):
-        self.path, self.cells = path, cells
+    def __init__(self, path: Path, cells: list[str], resume: bool, columns=RESULT_COLUMNS):
+        self.path, self.cells, self.columns = path, cells, columns
         self.rows = {c: r for c, r in read_table(path).items() if c in cells} if resume else {}
 
     def done(self, cell: str) -> bool:
@@ -297,10 +338,17 @@ class Results:
 
     def add(self, row: dict) -> None:
         self.rows[row["cell"]] = row
-        write_table(self.path, [self.rows[c] for c in self.cells if c in self.rows])
+        write_table(self.path, [self.rows[c] for c in self.cells if c in self.rows],
+                    self.columns)
 
     def values(self) -> list[dict]:
         return [self.rows[c] for c in self.cells if c in self.rows]
+
+
+def cell_seed(args, cell: str) -> int:
+    # A seed per cell: a cell's result depends on the run's seed and the cell alone, not on
+    # which other cells the run includes.
+    return (args.seed + zlib.crc32(cell.encode())) % 2**31
 
 
 def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
@@ -316,10 +364,7 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
         shutil.rmtree(save / cell, ignore_errors=True)
         c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
         keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
-        # A seed per cell: a cell's result depends on the run's seed and the cell alone,
-        # not on which other cells the run includes.
-        seed = (args.seed + zlib.crc32(cell.encode())) % 2**31
-        model, best_epoch = train_model(args, c.train, c.valid, save / cell, seed)
+        model, best_epoch = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
         row = test_cell(model, cell, c.test, save / cell, best_epoch)
         results.add(row)  # after every cell: a stopped run keeps what finished
         print(f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
@@ -361,6 +406,83 @@ def available_memory() -> int | None:
     return avail
 
 
+def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
+    """Train the mixed model into save/best_model.keras unless a resumed run already did;
+    return its best epoch. save/trained.json records that training finished."""
+    marker = save / "trained.json"
+    if args.resume and marker.exists() and (save / "best_model.keras").exists():
+        best_epoch = json.loads(marker.read_text())["best_epoch"]
+        print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
+        return best_epoch
+    for name in MIX_TRAINING_FILES:  # an interrupted training's remains
+        path = save / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
+    write_json(marker, {"best_epoch": best_epoch, "cells": cells,
+                        "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)}})
+    return best_epoch
+
+
+def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
+    """Pre-train the mixed model (or take --weights), then per cell: test it, fine-tune it on
+    the cell's own train/valid splits, and test the fine-tuned model. With --holdout_cell the
+    pre-training pool leaves that cell out and only that cell is fine-tuned."""
+    import keras
+
+    import Convnet
+
+    targets = [args.holdout_cell] if args.holdout_cell else cells
+    if all(results.done(c) for c in targets):
+        return
+    if args.weights:
+        weights = Path(args.weights)
+        pretrained = weights if weights.is_file() else weights / "best_model.keras"
+        if not pretrained.is_file():
+            raise UsageError(f"{weights}: no best_model.keras (a mixed run's folder, or a "
+                             ".keras file, is needed to fine-tune from)")
+        load_saved_model(pretrained)  # refuse a foreign model before any training
+        marker = pretrained.parent / "trained.json"
+        best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
+    else:
+        pool = pretraining_cells(args, cells)
+        mix = data.load_data_mix(args.data_dir, pool, seed=args.seed,
+                                 additional_features=args.features, tests=False)
+        print(f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
+              f"genes pooled from {len(pool)} cells", flush=True)
+        best_mixed = train_mixed(args, mix, save, pool)
+        del mix  # the pooled arrays are not needed for fine-tuning
+        pretrained = save / "best_model.keras"
+    for i, cell in enumerate(targets, 1):
+        if results.done(cell):
+            print(f"Cell {i}/{len(targets)}: {cell}: finished earlier, kept", flush=True)
+            continue
+        print(f"Cell {i}/{len(targets)}: {cell}: fine-tuning", flush=True)
+        start = time.time()
+        shutil.rmtree(save / cell, ignore_errors=True)
+        c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
+        keras.backend.clear_session()
+        mixed = test_cell(Convnet.load_model(str(pretrained)), cell, c.test,
+                          save / cell / "mixed", best_mixed)
+        model, best_epoch = train_model(args, c.train, c.valid, save / cell,
+                                        cell_seed(args, cell), start=pretrained,
+                                        epochs=args.finetune_epochs, lr=args.finetune_lr)
+        tuned = test_cell(model, cell, c.test, save / cell, best_epoch)
+        results.add({"cell": cell, "auc_mixed": mixed["auc"], "auc_finetuned": tuned["auc"],
+                     "accuracy_mixed": mixed["accuracy"], "accuracy_finetuned": tuned["accuracy"],
+                     "n_test": tuned["n_test"], "best_epoch_mixed": best_mixed,
+                     "best_epoch_finetuned": best_epoch})
+        print(f"Cell {cell}: test AUC mixed {mixed['auc']:.4f}, fine-tuned {tuned['auc']:.4f}, "
+              f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+
+
+def pretraining_cells(args, cells: list[str]) -> list[str]:
+    """The cells whose train and valid splits pre-train the model: all but a held-out one."""
+    pool = [c for c in cells if c != args.holdout_cell]
+    if not pool:
+        raise UsageError(f"--holdout_cell {args.holdout_cell} leaves no cell to pre-train on")
+    return pool
+
+
 def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
     import Convnet
 
@@ -371,17 +493,8 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
                              additional_features=args.features)
     print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
           f"pooled from {len(cells)} cells", flush=True)
-    marker = save / "trained.json"
-    if args.resume and marker.exists() and (save / "best_model.keras").exists():
-        best_epoch = json.loads(marker.read_text())["best_epoch"]
-        model = Convnet.load_model(str(save / "best_model.keras"))
-        print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
-    else:
-        for name in MIX_TRAINING_FILES:  # an interrupted training's remains
-            path = save / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        model, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
-        write_json(marker, {"best_epoch": best_epoch})
+    best_epoch = train_mixed(args, mix, save, cells)
+    model = Convnet.load_model(str(save / "best_model.keras"))
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
             continue
@@ -435,7 +548,7 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
 
 def prepare_save_dir(args) -> tuple[Path, Path]:
     save = Path(args.save_dir)
-    name = "output-mix.csv" if args.mix else "output.csv"
+    name = TABLES[2] if args.finetune else TABLES[1] if args.mix else TABLES[0]
     earlier = holds_results(save)
     if earlier and not (args.overwrite or args.resume):
         raise UsageError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
@@ -444,7 +557,7 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
     try:
         save.mkdir(parents=True, exist_ok=True)
         if args.overwrite:
-            for p in (save / "output.csv", save / "output-mix.csv", save / "trained.json"):
+            for p in [save / "trained.json", *(save / t for t in TABLES)]:
                 p.unlink(missing_ok=True)
     except OSError as e:
         raise UsageError(f"{save}: cannot create the save folder ({e.strerror})") from None
@@ -477,8 +590,12 @@ def _main(argv=None) -> int:
         # arrays are cached for the run itself.
         for cell in cells:
             data.load_cell(data_dir / cell, additional_features=args.features)
+        if args.holdout_cell and args.holdout_cell not in cells:
+            if args.cells is not None:
+                raise UsageError(f"--holdout_cell {args.holdout_cell} is not among --cells")
+            data.select_cells(data_dir, args.holdout_cell)  # names the missing cell
         if args.mix and not args.weights and args.max_memory != 0:
-            mixed_memory_check(args, cells)
+            mixed_memory_check(args, pretraining_cells(args, cells) if args.finetune else cells)
         save, table = prepare_save_dir(args)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -504,15 +621,17 @@ def _main(argv=None) -> int:
     print(f"Devices: {', '.join(devices) if devices else 'CPU only'}; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
     print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
-    results = Results(table, cells, resume=args.resume)
-    experiment = run_weights if args.weights else run_mix if args.mix else run_per_cell
+    results = Results(table, cells, resume=args.resume,
+                      columns=FINETUNE_COLUMNS if args.finetune else RESULT_COLUMNS)
+    experiment = (run_finetune if args.finetune else run_weights if args.weights
+                  else run_mix if args.mix else run_per_cell)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         if not args.resume:  # a resumed run keeps the args.json it was started with
             settings = {k: v for k, v in vars(args).items() if k not in ("features", "resume")}
             settings["cells"] = cells
             write_json(save / "args.json", settings)
-        if not args.weights and not (save / "model.png").exists():
+        if not (args.weights and not args.finetune) and not (save / "model.png").exists():
             plot_model(Convnet.Conv1DNet(variant=args.variant), save / "model.png")
         experiment(args, cells, save, results)
     except (UsageError, data.DataError) as e:
@@ -533,9 +652,11 @@ def _main(argv=None) -> int:
               f"{resume_command(save)}", file=sys.stderr)
         return 2
     rows = results.values()
-    aucs = np.array([r["auc"] for r in rows], dtype=float)
-    print(f"Results: {table}: {len(rows)} cells, mean AUC {np.nanmean(aucs):.4f}, "
-          f"median AUC {np.nanmedian(aucs):.4f}")
+    for key in [k for k in results.columns if k.startswith("auc")]:
+        aucs = np.array([r[key] for r in rows], dtype=float)
+        what = key.replace("auc_", "") + " " if key != "auc" else ""
+        print(f"Results: {table}: {len(rows)} cells, {what}mean AUC {np.nanmean(aucs):.4f}, "
+              f"median AUC {np.nanmedian(aucs):.4f}")
     return 0
 
 

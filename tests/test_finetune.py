@@ -1,0 +1,108 @@
+"""Fine-tuning the mixed model on each cell, and leave-one-out transfer (1 epoch each)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_resume import run
+
+import data
+import main
+
+SETTINGS = ["--epochs", 1, "--finetune_epochs", 1, "--batch_size", 16, "--seed", 5]
+
+
+def weights(path):
+    import Convnet
+
+    model = Convnet.load_model(str(path))
+    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers
+            if layer.get_weights()}
+
+
+def max_change(a, b, layer):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a[layer], b[layer]))
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tiny_dir, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ft") / "run"
+    res = run("--data_dir", tiny_dir, "--save_dir", save, "--finetune", *SETTINGS)
+    return save, res
+
+
+def test_finetune_writes_both_aucs_and_starts_from_the_mixed_model(finetune_run, tiny_dir):
+    import keras
+
+    import Convnet
+
+    save, res = finetune_run
+    table = pd.read_csv(save / "output-finetune.csv", dtype={"cell": str})
+    assert list(table.cell) == data.list_cells(tiny_dir)
+    assert table[["auc_mixed", "auc_finetuned"]].notna().all().all()
+    assert "finetuned mean AUC" in res.stdout and "mixed mean AUC" in res.stdout
+    pretrained = weights(save / "best_model.keras")
+    keras.utils.set_random_seed(123)
+    fresh = {layer.name: layer.get_weights() for layer in Convnet.Conv1DNet().layers
+             if layer.get_weights()}
+    for cell in table.cell:
+        # The mixed model's own test of the cell, next to the fine-tuned one's.
+        mixed = pd.read_csv(save / cell / "mixed" / "predictions.csv")
+        assert len(mixed) == table.set_index("cell").n_test[cell]
+        # One epoch of 3 steps at lr 1e-4 moves each weight by about 3e-4 at most (Adam):
+        # the fine-tuned model is the pre-trained one plus a little, not a new network.
+        tuned = weights(save / cell / "final_model.keras")
+        for layer in ("conv1", "conv3", "dense1", "output"):
+            assert 0 < max_change(tuned, pretrained, layer) < 2e-3, (cell, layer)
+            assert max_change(tuned, fresh, layer) > 0.05, (cell, layer)
+
+
+def test_freeze_conv_from_saved_weights(finetune_run, tiny_dir, tmp_path):
+    save, _ = finetune_run
+    out = tmp_path / "frozen"
+    res = run("--data_dir", tiny_dir, "--save_dir", out, "--weights", save, "--freeze_conv",
+              "--finetune", "--cells", "S001", *SETTINGS)
+    assert "Pre-training" not in res.stdout  # started from the saved mixed model
+    pretrained = weights(save / "best_model.keras")
+    tuned = weights(out / "S001" / "final_model.keras")
+    for layer in ("conv1", "conv2", "conv3"):
+        assert max_change(tuned, pretrained, layer) == 0, layer
+    assert max_change(tuned, pretrained, "dense1") > 0
+    row = pd.read_csv(out / "output-finetune.csv").iloc[0]
+    assert row.best_epoch_mixed == json.loads((save / "trained.json").read_text())["best_epoch"]
+
+
+def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
+    out = tmp_path / "loo"
+    run("--data_dir", tiny_dir, "--save_dir", out, "--holdout_cell", "S002", *SETTINGS)
+    table = pd.read_csv(out / "output-finetune.csv", dtype={"cell": str})
+    assert list(table.cell) == ["S002"]
+    trained = json.loads((out / "trained.json").read_text())
+    assert trained["cells"] == ["S001", "S003"]
+    assert sum(trained["genes"].values()) == 2 * 2 * 40  # two cells' train + valid
+    # The pooled gene ids and their cells, as the run builds them: none from S002.
+    args = main.parse_args(["--data_dir", str(tiny_dir), "--holdout_cell", "S002"])
+    pool = main.pretraining_cells(args, data.list_cells(tiny_dir))
+    mix = data.load_data_mix(tiny_dir, pool, seed=5, tests=False)
+    pooled = set(zip(mix.train.cells, mix.train.ids)) | set(zip(mix.valid.cells, mix.valid.ids))
+    held = data.load_cell(tiny_dir / "S002")
+    assert len(pooled) == 160 and not pooled & {("S002", g) for g in held.train.ids}
+    assert "S002" not in set(mix.train.cells) | set(mix.valid.cells)
+
+
+def test_finetune_resume_keeps_pretrained_model_and_finished_cells(finetune_run, tmp_path):
+    import shutil
+
+    save, _ = finetune_run
+    copy = tmp_path / "copy"
+    shutil.copytree(save, copy)
+    table = (save / "output-finetune.csv").read_text()
+    lines = table.splitlines(keepends=True)
+    (copy / "output-finetune.csv").write_text("".join(lines[:2]))  # stopped after S001
+    res = run("--save_dir", copy, "--resume")
+    assert "Mixed model trained earlier" in res.stdout
+    assert "S001: finished earlier, kept" in res.stdout
+    assert (copy / "output-finetune.csv").read_text() == table
+    res = run("--save_dir", copy, "--resume", "--finetune_lr", 0.01, check=False)
+    assert res.returncode == 2 and "--finetune_lr 0.01 (the run has 0.0001)" in res.stderr
