@@ -351,19 +351,26 @@ def cell_seed(args, cell: str) -> int:
     return (args.seed + zlib.crc32(cell.encode())) % 2**31
 
 
-def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
+def unfinished_cells(args, cells: list[str], save: Path, results: Results, doing=""):
+    """Yield (cell, its data, start time) for each cell not finished yet; finished ones are
+    announced and skipped, and what an interrupted attempt left (its row never reached the
+    table) is removed first."""
     import keras
 
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
             print(f"Cell {i}/{len(cells)}: {cell}: finished earlier, kept", flush=True)
             continue
-        print(f"Cell {i}/{len(cells)}: {cell}", flush=True)
+        print(f"Cell {i}/{len(cells)}: {cell}{doing}", flush=True)
         start = time.time()
-        # Whatever an interrupted attempt left (its row never reached the table) goes.
         shutil.rmtree(save / cell, ignore_errors=True)
         c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
         keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
+        yield cell, c, start
+
+
+def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
+    for cell, c, start in unfinished_cells(args, cells, save, results):
         model, best_epoch = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
         row = test_cell(model, cell, c.test, save / cell, best_epoch)
         results.add(row)  # after every cell: a stopped run keeps what finished
@@ -427,8 +434,6 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
     """Pre-train the mixed model (or take --weights), then per cell: test it, fine-tune it on
     the cell's own train/valid splits, and test the fine-tuned model. With --holdout_cell the
     pre-training pool leaves that cell out and only that cell is fine-tuned."""
-    import keras
-
     import Convnet
 
     targets = [args.holdout_cell] if args.holdout_cell else cells
@@ -452,15 +457,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         best_mixed = train_mixed(args, mix, save, pool)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
-    for i, cell in enumerate(targets, 1):
-        if results.done(cell):
-            print(f"Cell {i}/{len(targets)}: {cell}: finished earlier, kept", flush=True)
-            continue
-        print(f"Cell {i}/{len(targets)}: {cell}: fine-tuning", flush=True)
-        start = time.time()
-        shutil.rmtree(save / cell, ignore_errors=True)
-        c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
-        keras.backend.clear_session()
+    for cell, c, start in unfinished_cells(args, targets, save, results, ": fine-tuning"):
         mixed = test_cell(Convnet.load_model(str(pretrained)), cell, c.test,
                           save / cell / "mixed", best_mixed)
         model, best_epoch = train_model(args, c.train, c.valid, save / cell,

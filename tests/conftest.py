@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated datasets under tmp_path, and the repo root on sys.path."""
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -32,3 +33,15 @@ def tiny_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     data.synthesize(out, n_cells=3, n_genes=40, seed=7)
     return out
+
+
+def assert_one_line_error(res, *fragments):
+    """A finished subprocess ended with exit status 2 and one line of ours on stderr."""
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    # TensorFlow's own start-up log lines (absl format) are not ours.
+    lines = [line for line in res.stderr.splitlines() if line.strip()
+             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+    assert len(lines) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -2,14 +2,13 @@
 accepted where the README says so; and a property-based fuzz of the loader."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, gene_rows, write_split
+from conftest import ROOT, assert_one_line_error, gene_rows, write_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,17 +30,6 @@ def with_field(rows, i, col, value):
 def run_main(*args):
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-def assert_one_line_error(res, *fragments):
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    # TensorFlow's own start-up log lines (absl format) are not ours.
-    lines = [line for line in res.stderr.splitlines() if line.strip()
-             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def make_cell(root, name="E001", **splits):

@@ -1,6 +1,5 @@
 """The command line end to end, through subprocess, on tiny generated data (1 epoch)."""
 
-import re
 import shutil
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_one_line_error
 
 import data
 
@@ -112,15 +111,7 @@ def test_seed_gives_identical_aucs(per_cell_run, tiny_dir, tmp_path):
     np.testing.assert_array_equal(again.auc, first.loc[["S001", "S003"], "auc"])
 
 
-def one_line_error(res, *fragments):
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    # TensorFlow's own start-up log lines (absl format) are not ours; our message is one line.
-    lines = [line for line in res.stderr.splitlines() if line.strip()
-             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+one_line_error = assert_one_line_error
 
 
 @pytest.mark.parametrize("argv,fragment", [

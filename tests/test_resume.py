@@ -11,8 +11,7 @@ import zipfile
 import matplotlib.image
 import pandas as pd
 import pytest
-from conftest import ROOT
-from test_hostile import assert_one_line_error
+from conftest import ROOT, assert_one_line_error
 
 SETTINGS = ["--epochs", 1, "--batch_size", 16, "--seed", 11]
 
