@@ -607,7 +607,7 @@ def _main(argv=None) -> int:
     tf.get_logger().setLevel("ERROR")  # retracing notices from predicting splits of new sizes
 
     import Convnet
-    from utils import plot_model
+    from utils import model_title, plot_model
 
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
@@ -629,7 +629,8 @@ def _main(argv=None) -> int:
             settings["cells"] = cells
             write_json(save / "args.json", settings)
         if not (args.weights and not args.finetune) and not (save / "model.png").exists():
-            plot_model(Convnet.Conv1DNet(variant=args.variant), save / "model.png")
+            net = Convnet.Conv1DNet(variant=args.variant)
+            plot_model(net, save / "model.png", title=model_title(net, args.variant))
         experiment(args, cells, save, results)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)

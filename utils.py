@@ -39,6 +39,10 @@ import pandas as pd  # noqa: E402
 PANELS = (("loss", "Loss (binary cross-entropy)"), ("accuracy", "Accuracy"), ("auc", "ROC AUC"))
 
 
+_UMASK = os.umask(0o022)  # read once: os.umask can only be read by setting it
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``: readers never see half a file."""
     path = Path(path)
@@ -46,6 +50,9 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); results should follow the user's umask like
+        # any file they write.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -451,7 +458,11 @@ def run_label(table: Path) -> str:
         settings = None
     if not isinstance(settings, dict):
         return table.parent.name if table.name.startswith("output") else table.stem
-    if settings.get("weights"):
+    if settings.get("holdout_cell"):
+        experiment = f"leave {settings['holdout_cell']} out"
+    elif settings.get("finetune"):
+        experiment = "fine-tune"
+    elif settings.get("weights"):
         experiment = "saved model"
     elif settings.get("mix", table.name == "output-mix.csv"):
         experiment = "mixed"
