@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import data
+import distribute
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 NO_DATA_HELP = (
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                description="1D Convolutional Network on Histone Modification Signals.",
                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--batch_size", type=int, default=100, help="genes per training batch")
+    p.add_argument("--batch_size", type=int, default=100,
+                   help="genes per training step; global: with several replicas each gets "
+                        "its share, so the training maths does not depend on the hardware")
     p.add_argument("--lr", type=float, default=0.001, help="initial learning rate (Adam)")
     p.add_argument("--lr_decay", type=float, default=0.9,
                    help="the learning rate at epoch e is lr * lr_decay**e; "
@@ -97,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="allow writing into a save_dir that holds an earlier run's results "
                         "(default: off)")
+    hw = p.add_argument_group("bigger hardware (README: Bigger hardware)")
+    hw.add_argument("--distribute", default="none", choices=distribute.STRATEGIES,
+                    help="none: one device (the first GPU, else the CPU); mirrored: one "
+                         "replica per local GPU (tf.distribute.MirroredStrategy); multiworker: "
+                         "one process per machine, the cluster from the TF_CONFIG environment "
+                         "variable (tf.distribute.MultiWorkerMirroredStrategy), the chief alone "
+                         "writing results")
+    hw.add_argument("--devices", default=None,
+                    help="with --distribute mirrored, the devices to use, e.g. GPU:0,GPU:2; "
+                         "CPU:0,CPU:1 splits the CPU into logical devices (tests and demos, "
+                         "not faster) (default: every local GPU, else the CPU)")
+    hw.add_argument("--scale_lr", action="store_true",
+                    help="multiply --lr by the number of replicas (the linear scaling rule, "
+                         "for a --batch_size raised as much) (default: off)")
+    hw.add_argument("--mixed_precision", nargs="?", const="auto", default="off",
+                    choices=distribute.PRECISIONS,
+                    help="compute in float16 or bfloat16, the output layer and the weights "
+                         "in float32; a bare --mixed_precision means float16 on a GPU, "
+                         "bfloat16 on a CPU")
+    hw.add_argument("--jit", action="store_true",
+                    help="compile the training steps with XLA; not with --seed, whose "
+                         "deterministic ops exclude XLA (default: off)")
     return p
 
 
@@ -109,6 +134,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if not 0 < args.lr_decay <= 1:
         raise UsageError(f"--lr_decay must be in (0, 1], got {args.lr_decay}")
+    if args.jit and args.seed is not None:
+        raise UsageError("--jit cannot be combined with --seed: TensorFlow's deterministic "
+                         "ops exclude XLA")
+    try:
+        distribute.check_args(args)
+    except distribute.DeviceError as e:
+        raise UsageError(str(e)) from None
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file or folder")
     if args.save_dir is None:
@@ -186,11 +218,14 @@ def train_model(args, train, valid, folder: Path, seed: int):
     from utils import plot_log
 
     keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
-    model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
-    fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
-                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        lr_decay=args.lr_decay, monitor=args.monitor, debug=args.debug,
-                        seed=seed)
+    # Weights, optimizer and metrics are created under the strategy and dtype policy.
+    with distribute.scope(args, args.strategy):
+        model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
+        fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
+                            epochs=args.epochs, batch_size=args.batch_size,
+                            lr=distribute.learning_rate(args, args.strategy),
+                            lr_decay=args.lr_decay, monitor=args.monitor, debug=args.debug,
+                            seed=seed, jit_compile=args.jit)
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -289,6 +324,18 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
     return save, save / name
 
 
+def worker_save_dir(args) -> tuple[Path, Path]:
+    """A worker other than the chief trains in step with it but writes nothing into save_dir:
+    its logs, models and tables go to a temporary folder, deleted when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    save = Path(tempfile.mkdtemp(prefix="worker-"))
+    atexit.register(shutil.rmtree, save, ignore_errors=True)
+    return save, save / ("output-mix.csv" if args.mix else "output.csv")
+
+
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
@@ -302,7 +349,7 @@ def main(argv=None) -> int:
         # arrays are cached for the run itself.
         for cell in cells:
             data.load_cell(data_dir / cell, additional_features=args.features)
-        save, table = prepare_save_dir(args)
+        save, table = prepare_save_dir(args) if args.chief else worker_save_dir(args)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -313,6 +360,13 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
+    try:
+        args.strategy = distribute.setup(args)  # before any other TensorFlow op
+    except distribute.DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.chief and not any(save.iterdir()):
+            save.rmdir()
+        return 2
     tf.get_logger().setLevel("ERROR")  # retracing notices from predicting splits of new sizes
 
     import Convnet
@@ -323,11 +377,15 @@ def main(argv=None) -> int:
         tf.config.experimental.enable_op_determinism()
     else:
         args.seed = int(np.random.SeedSequence().entropy % 2**31)  # recorded, for the split
-    devices = [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
-    print(f"Devices: {', '.join(devices) if devices else 'CPU only'}; "
+    args.seed = distribute.shared_seed(args.strategy, args.seed)
+    print(f"Devices: {distribute.describe(args, args.strategy)}; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
-    print(f"Saving to {save}", flush=True)
-    settings = {k: v for k, v in vars(args).items() if k != "features"}
+    if args.chief:
+        print(f"Saving to {save}", flush=True)
+    else:
+        print(f"Not the chief: results go to {args.save_dir} from the chief; this worker's "
+              f"files go to {save}, deleted at exit (seed {args.seed})", flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("features", "chief", "strategy")}
     settings["cells"] = cells
     write_json(save / "args.json", settings)
     if not args.weights:
