@@ -65,16 +65,20 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def compile_model(model, lr=0.001):
+def compile_model(model, lr=0.001, jit_compile=False):
     """Adam + binary cross-entropy on the 2-way softmax, as the paper.
 
     "accuracy" resolves (Keras 3, by shapes) to categorical accuracy on the
     (n, 2) one-hot target, i.e. argmax match; logged as accuracy / val_accuracy.
+    jit_compile: XLA-compile the steps. False, not Keras' "auto", by default:
+    "auto" would turn XLA on whenever a GPU is present.
+    Under a tf.distribute strategy, call inside its scope (optimizer variables).
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
         loss="binary_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     return model
 
@@ -186,6 +190,7 @@ def train(
     verbose=2,
     seed=None,
     train_auc_subsample=None,
+    jit_compile=False,
 ):
     """Compile and fit `model`, keeping the best epoch by `monitor`.
 
@@ -206,6 +211,10 @@ def train(
             seed before Conv1DNet too for reproducible initial weights.
         train_auc_subsample: genes used for the per-epoch training AUC (None:
             all; exact either way for them). The validation AUC is always exact.
+        jit_compile: XLA-compile the training steps (see compile_model).
+
+    Under a tf.distribute strategy, build the model and call this inside its
+    scope; batch_size is then the global batch, split over the replicas.
 
     Returns:
         TrainResult.
@@ -217,7 +226,7 @@ def train(
     final_path = os.path.join(save_dir, "final_model.keras")
     mode = "min" if monitor.endswith("loss") else "max"
 
-    compile_model(model, lr)
+    compile_model(model, lr, jit_compile=jit_compile)
     callbacks = [
         # First: later callbacks read the auc / val_auc it adds to the logs.
         RocAucCallback(train, valid, train_subsample=train_auc_subsample),

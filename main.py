@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path
 
 import data
+import distribute
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                description="1D Convolutional Network on Histone Modification Signals.",
                formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--batch_size", type=int, default=100, help="genes per training batch")
+    p.add_argument("--batch_size", type=int, default=100,
+                   help="genes per training step; global: with several replicas each gets "
+                        "its share, so the training maths does not depend on the hardware")
     p.add_argument("--lr", type=float, default=0.001, help="initial learning rate (Adam)")
     p.add_argument("--lr_decay", type=float, default=0.9,
                    help="the learning rate at epoch e is lr * lr_decay**e; "
@@ -134,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GiB the mixed experiment may use; it refuses to start when its "
                         "estimate is larger; 0 turns the check off (default: the memory "
                         "available when the run starts)")
+    hw = p.add_argument_group("bigger hardware (README: Bigger hardware)")
+    hw.add_argument("--distribute", default="none", choices=distribute.STRATEGIES,
+                    help="none: one device (the first GPU, else the CPU); mirrored: one "
+                         "replica per local GPU (tf.distribute.MirroredStrategy); multiworker: "
+                         "one process per machine, the cluster from the TF_CONFIG environment "
+                         "variable (tf.distribute.MultiWorkerMirroredStrategy), the chief alone "
+                         "writing results")
+    hw.add_argument("--devices", default=None,
+                    help="with --distribute mirrored, the devices to use, e.g. GPU:0,GPU:2; "
+                         "CPU:0,CPU:1 splits the CPU into logical devices (tests and demos, "
+                         "not faster) (default: every local GPU, else the CPU)")
+    hw.add_argument("--scale_lr", action="store_true",
+                    help="multiply --lr by the number of replicas (the linear scaling rule, "
+                         "for a --batch_size raised as much) (default: off)")
+    hw.add_argument("--mixed_precision", nargs="?", const="auto", default="off",
+                    choices=distribute.PRECISIONS,
+                    help="compute in float16 or bfloat16, the output layer and the weights "
+                         "in float32; a bare --mixed_precision means float16 on a GPU, "
+                         "bfloat16 on a CPU")
+    hw.add_argument("--jit", action="store_true",
+                    help="compile the training steps with XLA; not with --seed, whose "
+                         "deterministic ops exclude XLA (default: off)")
     return p
 
 
@@ -156,6 +181,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UsageError("--freeze_conv applies to fine-tuning: add --finetune")
     if args.finetune:
         args.mix = True
+    if args.jit and args.seed is not None:
+        raise UsageError("--jit cannot be combined with --seed: TensorFlow's deterministic "
+                         "ops exclude XLA")
+    # Recorded in args.json: a run without --seed still records the seed it drew, but its
+    # resumption must not turn deterministic ops on.
+    args.deterministic = args.seed is not None
+    try:
+        distribute.check_args(args)
+    except distribute.DeviceError as e:
+        raise UsageError(str(e)) from None
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     if args.resume:
@@ -197,6 +232,8 @@ def _same(key: str, given, recorded) -> bool:
 def adopt_recorded_settings(args, argv) -> None:
     """For --resume: take the run's settings from its args.json; refuse flags that differ."""
     save = Path(args.save_dir)
+    if not args.chief and not (save / "args.json").exists():
+        return  # another machine's worker: the chief's settings arrive through TensorFlow
     try:
         recorded = json.loads((save / "args.json").read_text())
     except FileNotFoundError:
@@ -293,17 +330,22 @@ def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=
     from utils import plot_log
 
     keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
-    if start is None:
-        model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
-    else:
-        model = Convnet.load_model(str(start))
-        if args.freeze_conv:
-            for layer in model.layers:
-                layer.trainable = not isinstance(layer, keras.layers.Conv1D)
-    fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
-                        epochs=epochs or args.epochs, batch_size=args.batch_size,
-                        lr=lr or args.lr, lr_decay=args.lr_decay, monitor=args.monitor,
-                        debug=args.debug, seed=seed)
+    # Weights, optimizer and metrics are created under the strategy and dtype policy.
+    with distribute.scope(args, args.strategy):
+        if start is None:
+            model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
+        else:
+            model = Convnet.load_model(str(start))
+            if args.freeze_conv:
+                for layer in model.layers:
+                    layer.trainable = not isinstance(layer, keras.layers.Conv1D)
+        # --scale_lr scales the fine-tuning rate as it scales --lr.
+        scale = distribute.learning_rate(args, args.strategy) / args.lr
+        fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
+                            epochs=epochs or args.epochs, batch_size=args.batch_size,
+                            lr=(lr or args.lr) * scale, lr_decay=args.lr_decay,
+                            monitor=args.monitor, debug=args.debug, seed=seed,
+                            jit_compile=args.jit)
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -417,6 +459,8 @@ def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
     """Train the mixed model into save/best_model.keras unless a resumed run already did;
     return its best epoch. save/trained.json records that training finished."""
     marker = save / "trained.json"
+    if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
+        return None
     if args.resume and marker.exists() and (save / "best_model.keras").exists():
         best_epoch = json.loads(marker.read_text())["best_epoch"]
         print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
@@ -457,6 +501,12 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         best_mixed = train_mixed(args, mix, save, pool)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
+        if getattr(args, "chief_trained", False):
+            # A worker resuming with the chief: it needs the chief's pre-trained model.
+            pretrained = Path(args.save_dir) / "best_model.keras"
+            if not pretrained.is_file():
+                raise UsageError(f"{pretrained}: this worker needs the chief's pre-trained "
+                                 "model: put --save_dir on a shared file system")
     for cell, c, start in unfinished_cells(args, targets, save, results, ": fine-tuning"):
         mixed = test_cell(Convnet.load_model(str(pretrained)), cell, c.test,
                           save / cell / "mixed", best_mixed)
@@ -491,6 +541,8 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
     print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
           f"pooled from {len(cells)} cells", flush=True)
     best_epoch = train_mixed(args, mix, save, cells)
+    if not args.chief:
+        return  # testing involves no other worker: the chief's alone
     model = Convnet.load_model(str(save / "best_model.keras"))
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
@@ -543,9 +595,25 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
 
 
+def table_name(args) -> str:
+    return TABLES[2] if args.finetune else TABLES[1] if args.mix else TABLES[0]
+
+
+def share_resume_state(args, cells: list[str], save: Path, results: Results) -> None:
+    """Under several workers, give every worker the chief's view of a resumed run (finished
+    cells, a finished mixed model), so all of them train the same models in step."""
+    if args.distribute != "multiworker" or distribute.workers() < 2:
+        return
+    flags = [results.done(c) for c in cells] + [(save / "trained.json").exists()]
+    flags = distribute.chief_values(args.strategy, flags)
+    if not args.chief:
+        results.rows = {c: {"cell": c} for c, done in zip(cells, flags) if done}
+        args.chief_trained = bool(flags[-1])
+
+
 def prepare_save_dir(args) -> tuple[Path, Path]:
     save = Path(args.save_dir)
-    name = TABLES[2] if args.finetune else TABLES[1] if args.mix else TABLES[0]
+    name = table_name(args)
     earlier = holds_results(save)
     if earlier and not (args.overwrite or args.resume):
         raise UsageError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
@@ -564,6 +632,18 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
 def stop_on_sigterm(signum, frame):
     # A batch system's kill, or `kill PID`: stop like Ctrl-C, with the resume command.
     raise KeyboardInterrupt
+
+
+def worker_save_dir(args) -> tuple[Path, Path]:
+    """A worker other than the chief trains in step with it but writes nothing into save_dir:
+    its logs, models and tables go to a temporary folder, deleted when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    save = Path(tempfile.mkdtemp(prefix="worker-"))
+    atexit.register(shutil.rmtree, save, ignore_errors=True)
+    return save, save / table_name(args)
 
 
 def main(argv=None) -> int:
@@ -593,7 +673,7 @@ def _main(argv=None) -> int:
             data.select_cells(data_dir, args.holdout_cell)  # names the missing cell
         if args.mix and not args.weights and args.max_memory != 0:
             mixed_memory_check(args, pretraining_cells(args, cells) if args.finetune else cells)
-        save, table = prepare_save_dir(args)
+        save, table = prepare_save_dir(args) if args.chief else worker_save_dir(args)
     except (UsageError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -604,28 +684,42 @@ def _main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
+    try:
+        args.strategy = distribute.setup(args)  # before any other TensorFlow op
+    except distribute.DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.chief and not any(save.iterdir()):
+            save.rmdir()
+        return 2
     tf.get_logger().setLevel("ERROR")  # retracing notices from predicting splits of new sizes
 
     import Convnet
     from utils import model_title, plot_model
 
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-        tf.config.experimental.enable_op_determinism()
-    else:
+    if args.seed is None:
         args.seed = int(np.random.SeedSequence().entropy % 2**31)  # recorded, for the split
-    devices = [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
-    print(f"Devices: {', '.join(devices) if devices else 'CPU only'}; "
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    args.seed = distribute.shared_seed(args.strategy, args.seed)
+    print(f"Devices: {distribute.describe(args, args.strategy)}; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
-    print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
+    if args.chief:
+        print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
+    else:
+        print(f"Not the chief: results go to {args.save_dir} from the chief; this worker's "
+              f"files go to {save}, deleted at exit (seed {args.seed})", flush=True)
     results = Results(table, cells, resume=args.resume,
                       columns=FINETUNE_COLUMNS if args.finetune else RESULT_COLUMNS)
+    if args.resume:
+        share_resume_state(args, cells, save, results)
     experiment = (run_finetune if args.finetune else run_weights if args.weights
                   else run_mix if args.mix else run_per_cell)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         if not args.resume:  # a resumed run keeps the args.json it was started with
-            settings = {k: v for k, v in vars(args).items() if k not in ("features", "resume")}
+            settings = {k: v for k, v in vars(args).items()
+                        if k not in ("features", "resume", "chief", "strategy")}
             settings["cells"] = cells
             write_json(save / "args.json", settings)
         if not (args.weights and not args.finetune) and not (save / "model.png").exists():

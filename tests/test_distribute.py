@@ -1,0 +1,184 @@
+"""Bigger hardware on a CPU: MirroredStrategy over logical CPUs, two workers on 127.0.0.1,
+mixed precision and XLA. Each run goes through the command line in its own process, so each
+gets a fresh TensorFlow (logical devices and the cluster are fixed when TensorFlow starts)."""
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+TINY = ["--epochs", "1", "--batch_size", "16"]
+
+
+def run(*args, env=None, check=True):
+    res = subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, **(env or {})})
+    if check:
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def one_line_error(res, *fragments):
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    # TensorFlow's own start-up log lines (absl format) are not ours.
+    lines = [line for line in res.stderr.splitlines() if line.strip()
+             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+    assert len(lines) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def check_cell(folder):
+    """A trained cell: the AUC callback's columns, the checkpoint, test predictions."""
+    log = pd.read_csv(folder / "log.csv")
+    assert len(log) == 1
+    for column in ("auc", "val_auc", "loss", "val_accuracy"):
+        assert np.isfinite(log[column]).all(), column
+    assert (folder / "best_model.keras").is_file() and (folder / "final_model.keras").is_file()
+    pred = pd.read_csv(folder / "predictions.csv")
+    assert len(pred) == 40 and pred.probability.between(0, 1).all()
+    return log
+
+
+def test_mirrored_over_two_logical_cpus(tiny_dir, tmp_path):
+    save = tmp_path / "run"
+    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001", "--seed", 3, "--save_dir", save,
+              "--distribute", "mirrored", "--devices", "CPU:0,CPU:1", "--scale_lr")
+    assert "Devices: CPU:0, CPU:1 (MirroredStrategy), 2 replicas;" in res.stdout, res.stdout
+    assert "8 per replica" in res.stdout
+    table = pd.read_csv(save / "output.csv", dtype={"cell": str})
+    assert list(table.cell) == ["S001"] and math.isfinite(table.auc[0])
+    log = check_cell(save / "S001")
+    assert log.learning_rate[0] == pytest.approx(0.002)  # --scale_lr: 0.001 x 2 replicas
+    args = json.loads((save / "args.json").read_text())
+    assert (args["distribute"], args["devices"], args["scale_lr"]) == ("mirrored",
+                                                                        "CPU:0,CPU:1", True)
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    procs, outs = [], []
+    for index in (0, 1):
+        # Each worker gets its own save_dir and TMPDIR, so a stray write would show.
+        tmp = tmp_path / f"tmp{index}"
+        tmp.mkdir()
+        env = {**os.environ, "TMPDIR": str(tmp),
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        out = open(tmp_path / f"worker{index}.log", "w+")
+        outs.append(out)
+        # No --seed: the workers must agree on the chief's random seed by themselves.
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "--data_dir", str(tiny_dir), *TINY,
+             "--cells", "S001", "--save_dir", str(tmp_path / f"run{index}"),
+             "--distribute", "multiworker"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+    deadline = time.time() + 240
+    try:
+        for p in procs:
+            p.wait(timeout=max(1, deadline - time.time()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = []
+    for out in outs:
+        out.seek(0)
+        logs.append(out.read())
+        out.close()
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+
+    for index, log in enumerate(logs):
+        assert "(MultiWorkerMirroredStrategy), 2 replicas over 2 workers" in log
+        assert f"this is worker {index}" in log
+    chief = tmp_path / "run0"
+    table = pd.read_csv(chief / "output.csv", dtype={"cell": str})
+    assert list(table.cell) == ["S001"] and math.isfinite(table.auc[0])
+    check_cell(chief / "S001")
+    assert not (tmp_path / "run1").exists()  # the other worker wrote no results
+    assert list((tmp_path / "tmp1").iterdir()) == []  # and removed its temporary files
+    seed = json.loads((chief / "args.json").read_text())["seed"]
+    assert f"(seed {seed})" in logs[1]  # one shared seed: one split, one shuffle order
+    # In step: both workers logged the same all-reduced epoch (timings aside).
+    epochs = [[line.split("/step - ", 1)[1] for line in log.splitlines() if "val_auc:" in line]
+              for log in logs]
+    assert len(epochs[0]) == 1 and epochs[0] == epochs[1]
+
+
+def test_mixed_precision_keeps_a_float32_output(tiny_dir, tmp_path):
+    save = tmp_path / "run"
+    # Two cells: the policy must survive the session reset between cells.
+    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001,S002", "--seed", 3,
+              "--save_dir", save, "--mixed_precision")
+    import Convnet
+
+    expected = "float16" if "GPU:" in res.stdout.split("Devices:", 1)[1].split("\n")[0] \
+        else "bfloat16"
+    assert json.loads((save / "args.json").read_text())["mixed_precision"] == expected
+    for cell in ("S001", "S002"):
+        check_cell(save / cell)
+        model = Convnet.load_model(str(save / cell / "best_model.keras"))
+        assert model.get_layer("conv1").dtype_policy.name == f"mixed_{expected}"
+        assert model.get_layer("output").dtype_policy.name == "float32"
+        assert model.output.dtype == "float32"
+
+
+def test_jit_compiles_with_xla(tiny_dir, tmp_path):
+    save = tmp_path / "run"
+    # TensorFlow says so in an INFO line once XLA has compiled a step.
+    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001", "--save_dir", save, "--jit",
+              env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "Compiled cluster using XLA" in res.stderr
+    assert "XLA on" in res.stdout
+    assert json.loads((save / "args.json").read_text())["jit"] is True
+    check_cell(save / "S001")
+
+
+@pytest.mark.parametrize("argv,env,fragment", [
+    (["--devices", "GPU:0"], {}, "--devices needs --distribute mirrored"),
+    (["--distribute", "mirrored", "--devices", "gpu0"], {}, "not a device name"),
+    (["--distribute", "multiworker"], {"TF_CONFIG": ""}, "needs the TF_CONFIG"),
+    (["--distribute", "multiworker"], {"TF_CONFIG": "{oops"}, "not valid JSON"),
+    (["--distribute", "multiworker"],
+     {"TF_CONFIG": '{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}'},
+     "not in its cluster"),
+    (["--jit", "--seed", "1"], {}, "cannot be combined with --seed"),
+    (["--mixed_precision", "half"], {}, "invalid choice"),
+])
+def test_bad_hardware_flags_fail_at_once(tiny_dir, tmp_path, argv, env, fragment):
+    one_line_error(run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", *argv, env=env,
+                       check=False), fragment)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--devices", "GPU:7"], "TensorFlow sees no GPU:7"),
+    (["--devices", "CPU:0,CPU:1", "--jit"], "--jit with 2 replicas on one machine"),
+])
+def test_impossible_devices_fail_without_leaving_a_folder(tiny_dir, tmp_path, argv, fragment):
+    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", "--distribute", "mirrored",
+              *argv, check=False)
+    one_line_error(res, fragment)
+    assert not (tmp_path / "s").exists()
