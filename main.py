@@ -745,7 +745,7 @@ def _main(argv=None) -> int:
         return 2
     rows = results.values()
     for key in [k for k in results.columns if k.startswith("auc")]:
-        aucs = np.array([r[key] for r in rows], dtype=float)
+        aucs = np.array([r.get(key) for r in rows], dtype=float)
         what = key.replace("auc_", "") + " " if key != "auc" else ""
         print(f"Results: {table}: {len(rows)} cells, {what}mean AUC {np.nanmean(aucs):.4f}, "
               f"median AUC {np.nanmedian(aucs):.4f}")

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_one_line_error
 
 TINY = ["--epochs", "1", "--batch_size", "16"]
 
@@ -28,15 +28,7 @@ def run(*args, env=None, check=True):
     return res
 
 
-def one_line_error(res, *fragments):
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    # TensorFlow's own start-up log lines (absl format) are not ours.
-    lines = [line for line in res.stderr.splitlines() if line.strip()
-             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
-    assert len(lines) == 1, res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+one_line_error = assert_one_line_error
 
 
 def check_cell(folder):
@@ -76,23 +68,22 @@ def free_ports(n):
     return ports
 
 
-def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
+def run_workers(tiny_dir, tmp_path, *args):
+    """Two workers on 127.0.0.1, each with its own save_dir and TMPDIR (so a stray write would
+    show); returns their logs once both have exited 0."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs, outs = [], []
     for index in (0, 1):
-        # Each worker gets its own save_dir and TMPDIR, so a stray write would show.
         tmp = tmp_path / f"tmp{index}"
-        tmp.mkdir()
+        tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(tmp),
                "TF_CONFIG": json.dumps({"cluster": cluster,
                                         "task": {"type": "worker", "index": index}})}
         out = open(tmp_path / f"worker{index}.log", "w+")
         outs.append(out)
-        # No --seed: the workers must agree on the chief's random seed by themselves.
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), "--data_dir", str(tiny_dir), *TINY,
-             "--cells", "S001", "--save_dir", str(tmp_path / f"run{index}"),
-             "--distribute", "multiworker"],
+             "--save_dir", str(tmp_path / f"run{index}"), "--distribute", "multiworker", *map(str, args)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
     deadline = time.time() + 240
     try:
@@ -109,6 +100,12 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
         logs.append(out.read())
         out.close()
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    return logs
+
+
+def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
+    # No --seed: the workers must agree on the chief's random seed by themselves.
+    logs = run_workers(tiny_dir, tmp_path, "--cells", "S001")
 
     for index, log in enumerate(logs):
         assert "(MultiWorkerMirroredStrategy), 2 replicas over 2 workers" in log
@@ -125,6 +122,20 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
     epochs = [[line.split("/step - ", 1)[1] for line in log.splitlines() if "val_auc:" in line]
               for log in logs]
     assert len(epochs[0]) == 1 and epochs[0] == epochs[1]
+
+
+def test_multiworker_resume(tiny_dir, tmp_path):
+    first = run_workers(tiny_dir, tmp_path, "--cells", "S001,S002", "--seed", 4)
+    chief = tmp_path / "run0"
+    table = (chief / "output.csv").read_text()
+    # As if stopped during S002: its row never written. The other worker has no save_dir
+    # (as on another machine): it learns the finished cells from the chief.
+    (chief / "output.csv").write_text("".join(table.splitlines(keepends=True)[:2]))
+    logs = run_workers(tiny_dir, tmp_path, "--cells", "S001,S002", "--seed", 4, "--resume")
+    for log in logs:
+        assert "S001: finished earlier, kept" in log and "Cell 2/2: S002" in log
+    assert (chief / "output.csv").read_text() == table
+    assert first[0].count("val_auc:") == 2 and logs[0].count("val_auc:") == 1
 
 
 def test_mixed_precision_keeps_a_float32_output(tiny_dir, tmp_path):
