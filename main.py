@@ -418,6 +418,12 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
         results.add(row)  # after every cell: a stopped run keeps what finished
         print(f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
               f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+        if row["auc"] < 0.6 and len(c.train.ids) >= 1000:
+            # The tanh network sometimes stays at chance on one cell (seen on generated data):
+            # say so rather than let it pass as that cell's result.
+            print(f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
+                  "training may have stalled: look at its log.png, or train it again with "
+                  "another --seed", file=sys.stderr, flush=True)
 
 
 def mixed_memory_check(args, cells: list[str]) -> None:
