@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers
 
 import data
-from roc_auc_callback import RocAucCallback, roc_auc
+from roc_auc_callback import RocAucCallback, TrainingAuc, roc_auc
 
 VARIANTS = ("full", "no_spatial_dropout", "no_additional_features")
 
@@ -65,7 +65,7 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def compile_model(model, lr=0.001, jit_compile=False):
+def compile_model(model, lr=0.001, jit_compile=False, train_auc=False):
     """Adam + binary cross-entropy on the 2-way softmax, as the paper.
 
     "accuracy" resolves (Keras 3, by shapes) to categorical accuracy on the
@@ -73,11 +73,12 @@ def compile_model(model, lr=0.001, jit_compile=False):
     jit_compile: XLA-compile the steps. False, not Keras' "auto", by default:
     "auto" would turn XLA on whenever a GPU is present.
     Under a tf.distribute strategy, call inside its scope (optimizer variables).
+    train_auc adds TrainingAuc: the training batches' AUC, logged as auc.
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
         loss="binary_crossentropy",
-        metrics=["accuracy"],
+        metrics=["accuracy"] + ([TrainingAuc()] if train_auc else []),
         jit_compile=jit_compile,
     )
     return model
@@ -209,9 +210,17 @@ def train(
             is kept and best_model.keras is a copy of final_model.keras.
         seed: if given, seeds Python, NumPy and TensorFlow (shuffling, dropout);
             seed before Conv1DNet too for reproducible initial weights.
-        train_auc_subsample: genes used for the per-epoch training AUC (None:
-            all; exact either way for them). The validation AUC is always exact.
+        train_auc_subsample: None (default): the training AUC is that of the
+            training batches' own outputs during the epoch (TrainingAuc: dropout
+            on, like the training loss and accuracy; no extra pass). An int N:
+            the exact AUC of the end-of-epoch model on a fixed random N genes of
+            the training split (all of them if N >= its size), one more
+            prediction pass per epoch. The validation AUC is always exact.
         jit_compile: XLA-compile the training steps (see compile_model).
+
+    The validation split is predicted once per epoch, by RocAucCallback, which
+    logs val_loss, val_accuracy and val_auc from those predictions; it is not
+    given to fit, which would predict it a second time.
 
     Under a tf.distribute strategy, build the model and call this inside its
     scope; batch_size is then the global batch, split over the replicas.
@@ -226,10 +235,13 @@ def train(
     final_path = os.path.join(save_dir, "final_model.keras")
     mode = "min" if monitor.endswith("loss") else "max"
 
-    compile_model(model, lr, jit_compile=jit_compile)
+    exact_train_auc = train_auc_subsample is not None
+    compile_model(model, lr, jit_compile=jit_compile, train_auc=not exact_train_auc)
     callbacks = [
-        # First: later callbacks read the auc / val_auc it adds to the logs.
-        RocAucCallback(train, valid, train_subsample=train_auc_subsample),
+        # First: later callbacks read the auc / val_* keys it adds to the logs.
+        RocAucCallback(
+            train if exact_train_auc else None, valid, train_subsample=train_auc_subsample
+        ),
         keras.callbacks.LearningRateScheduler(lr_schedule(lr, lr_decay)),
         EpochLog(os.path.join(save_dir, "log.csv")),
         BestCheckpoint(best_path, monitor=monitor, mode=mode),
@@ -249,7 +261,6 @@ def train(
     fit = model.fit(
         train[0],
         train[1],
-        validation_data=valid,
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,

@@ -38,7 +38,7 @@ SPLITS = ("train", "valid", "test")
 N_BINS = 100
 N_MARKS = len(MARKS)
 # Bump when the preprocessing or the cache layout changes, so old caches are never served.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class DataError(Exception):
@@ -148,13 +148,14 @@ def select_cells(data_dir: str | os.PathLike, cells: str | list[str] | None) -> 
 # Parsing and checking one split file
 
 
-def _read_table(path: Path):
-    """Parse a split CSV with pyarrow (multithreaded C++): gene ids as text, counts float32."""
+def _read_table(path: Path, integer_counts: bool = True):
+    """Parse a split CSV with pyarrow (multithreaded C++): gene ids as text, counts as int32
+    (integer_counts, the real data: 15% faster to parse) or float32."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     types = {"gene_id": pa.string(), "bin_id": pa.int32(), "label": pa.int8()}
-    types.update({m: pa.float32() for m in MARKS})
+    types.update({m: pa.int32() if integer_counts else pa.float32() for m in MARKS})
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(column_names=list(COLUMNS), block_size=1 << 22),
@@ -223,7 +224,11 @@ def _first_row_off_block(gene_col, n_genes: int) -> int:
     if n_rows and widths.min() == widths.max() and widths[0] > 0:
         raw = np.frombuffer(gene_col.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
         block = raw.reshape(n_genes, N_BINS, int(widths[0]))
-        bad = (block != block[:, :1]).any(axis=2).ravel()
+        differs = block != block[:, :1]
+        # One flat reduction for the common, valid case; the per-row one only on an error.
+        if not differs.any():
+            return -1
+        bad = differs.any(axis=2).ravel()
     else:
         firsts = gene_col.take(pa.array(np.repeat(np.arange(0, n_rows, N_BINS), N_BINS)))
         bad = ~pc.equal(gene_col, firsts).to_numpy(zero_copy_only=False)
@@ -234,7 +239,8 @@ def _first_row_off_block(gene_col, n_genes: int) -> int:
 def _parse_split(path: Path):
     """Parse and check one split file.
 
-    Returns (counts float32 (n_genes, 100, 5), labels int8 (n_genes,), ids str (n_genes,)).
+    Returns (planes float32 (5, n_genes, 100): the counts, one plane per mark;
+    labels int8 (n_genes,); ids str (n_genes,)).
     Raises DataError naming the file, and the line or gene, of the first problem found.
     """
     import pyarrow as pa
@@ -248,7 +254,12 @@ def _parse_split(path: Path):
     if size == 0:
         raise DataError(f"{path}: empty file")
     try:
-        table = _read_table(path)
+        try:
+            table = _read_table(path)
+        except pa.ArrowInvalid:
+            # Counts written as decimals ("4.0") are allowed: parse them as floats. A file
+            # broken in another way fails again below and is diagnosed.
+            table = _read_table(path, integer_counts=False)
     except PermissionError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
     except pa.ArrowInvalid as e:
@@ -272,19 +283,25 @@ def _parse_split(path: Path):
             what = "gene id" if name == "gene_id" else name
             raise fail_row(row, f"{what} is missing or NaN")
 
-    # Counts straight into one float32 (rows, 5) block; the per-column buffers are freed after.
-    counts = np.empty((n_rows, N_MARKS), dtype=np.float32)
+    # Counts straight into one float32 plane per mark, chunk by chunk: contiguous copies
+    # (a (rows, 5) block would need strided ones), no concatenated temporary per column.
+    planes = np.empty((N_MARKS, n_rows), dtype=np.float32)
     for j, name in enumerate(MARKS):
-        counts[:, j] = table.column(name).to_numpy()
+        start = 0
+        for chunk in table.column(name).chunks:
+            planes[j, start: start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
     # One pass for the common case; locate the first offender only when there is one.
-    if not (counts.min() >= 0 and counts.max() < np.inf):
-        bad = ~np.isfinite(counts)
-        if bad.any():
-            row, j = np.argwhere(bad)[0]
+    if not (planes.min() >= 0 and planes.max() < np.inf):
+        bad = ~np.isfinite(planes)
+        if not bad.any():
+            bad = planes < 0
+        row = int(np.flatnonzero(bad.any(axis=0))[0])
+        j = int(np.flatnonzero(bad[:, row])[0])
+        if not np.isfinite(planes[j, row]):
             raise fail_row(row, f"{MARKS[j]} count is infinite or too large for float32 "
                                 f"(above {np.finfo(np.float32).max:.1e})")
-        row, j = np.argwhere(counts < 0)[0]
-        raise fail_row(row, f"{MARKS[j]} count {counts[row, j]:g} is negative")
+        raise fail_row(row, f"{MARKS[j]} count {planes[j, row]:g} is negative")
 
     labels = table.column("label").to_numpy()
     bad = (labels != 0) & (labels != 1)
@@ -325,7 +342,7 @@ def _parse_split(path: Path):
         raise DataError(f"{path}: duplicate gene id(s) {', '.join(dup[:5])}"
                         f"{' ...' if len(dup) > 5 else ''}")
 
-    return counts.reshape(n_genes, N_BINS, N_MARKS), labels[:, 0].copy(), ids
+    return planes.reshape(N_MARKS, n_genes, N_BINS), labels[:, 0].copy(), ids
 
 
 def preprocess(counts: np.ndarray, additional_features: bool = True) -> np.ndarray:
@@ -337,20 +354,26 @@ def preprocess(counts: np.ndarray, additional_features: bool = True) -> np.ndarr
     Returns:
         float32 (n_genes, 505, 1), or (n_genes, 500, 1) without additional features.
     """
-    counts = np.asarray(counts, dtype=np.float32)
-    n = counts.shape[0]
+    planes = np.array(np.asarray(counts).transpose(2, 0, 1), dtype=np.float32, order="C")
+    return _features(planes, additional_features)
+
+
+def _features(planes: np.ndarray, additional_features: bool = True) -> np.ndarray:
+    """``preprocess`` on counts laid out as planes, float32 (5, n_genes, 100), which it
+    overwrites with the normalized values: every step but the last reads and writes
+    contiguous memory, about twice as fast as working on (n_genes, 100, 5)."""
+    n = planes.shape[1]
     length = input_length(additional_features)
-    out = np.empty((n, length), dtype=np.float32)
-    # A view of the first 500 columns as (n, 100, 5): the normalized matrix lands in place.
-    norm = out[:, : N_BINS * N_MARKS].reshape(n, N_BINS, N_MARKS)
-    # Elementwise max over the 5 mark planes is much faster than .max(axis=2) on a short axis.
-    bin_max = np.maximum.reduce([counts[:, :, j] for j in range(N_MARKS)])
+    bin_max = np.maximum.reduce(planes)  # (n, 100), elementwise over the 5 planes
     # Counts are >= 0, so an all-zero bin has max 0 and all entries 0: dividing by `tiny`
     # instead of 0 keeps it 0 without a masked divide.
     np.maximum(bin_max, np.finfo(np.float32).tiny, out=bin_max)
-    np.divide(counts, bin_max[:, :, None], out=norm)
+    np.divide(planes, bin_max, out=planes)
+    out = np.empty((n, length), dtype=np.float32)
+    # Bin-major interleave straight into the output: its first 500 columns viewed as (n, 100, 5).
+    out[:, : N_BINS * N_MARKS].reshape(n, N_BINS, N_MARKS)[...] = planes.transpose(1, 2, 0)
     if additional_features:
-        sums = np.einsum("gbm->gm", norm)  # (n, 5) column sums over the bins
+        sums = planes.sum(axis=2).T  # (n, 5) column sums over the bins
         top = sums.max(axis=1, keepdims=True)
         np.maximum(top, np.finfo(np.float32).tiny, out=top)
         np.divide(sums, top, out=out[:, N_BINS * N_MARKS:])
@@ -413,8 +436,8 @@ def load_split(path: str | os.PathLike, additional_features: bool = True,
             hit = _read_cache(cache_file)
             if hit is not None:
                 return Split(hit["x"], one_hot(hit["labels"]), hit["ids"])
-    counts, labels, ids = _parse_split(path)
-    split = Split(preprocess(counts, additional_features), one_hot(labels), ids)
+    planes, labels, ids = _parse_split(path)
+    split = Split(_features(planes, additional_features), one_hot(labels), ids)
     if cache:
         _write_cache(_cache_path(path, additional_features), split)
     return split

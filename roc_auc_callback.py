@@ -1,9 +1,18 @@
-"""Per-epoch exact ROC AUC (scikit-learn) added to Keras' epoch logs."""
+"""Per-epoch ROC AUC in Keras' epoch logs, at the cost of one prediction pass per epoch.
 
+`RocAucCallback` predicts the validation split once per epoch and logs its exact AUC, and also
+its loss and accuracy when `fit` was given no validation data (Keras would otherwise predict
+the split a second time). The training AUC comes for free from `TrainingAuc`, a compiled
+metric fed by the training batches' own outputs.
+"""
+
+import math
 import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
+from keras import ops
 from sklearn.metrics import roc_auc_score
 
 
@@ -26,32 +35,81 @@ def roc_auc(y, proba):
     return float(roc_auc_score(y1, proba))
 
 
-class RocAucCallback(keras.callbacks.Callback):
-    """Adds `auc` and `val_auc` (exact ROC AUC of the class-1 probability) to the logs.
+def accuracy(y, pred):
+    """Keras' "accuracy" on a one-hot target (categorical accuracy): argmax match rate.
 
-    Put it first in the callback list: callbacks share one `logs` dict in list
-    order, so CSVLogger, ModelCheckpoint, TensorBoard and the progress bar (which
-    Keras appends last) all see both keys. Both keys are written every epoch so
-    CSVLogger's columns, fixed at the first epoch, always include them; a value
-    is NaN when undefined (one class only, non-finite predictions: warned once
-    per `fit`) or when its data is None (no warning: that was asked for).
+    y: one-hot (n, 2); pred: probabilities (n, 2). Returns a float.
+    """
+    return float(np.mean(np.argmax(pred, axis=1) == np.argmax(y, axis=1)))
+
+
+@keras.saving.register_keras_serializable(package="roc_auc_callback")
+class TrainingAuc(keras.metrics.AUC):
+    """Streaming ROC AUC of the class-1 probability over one epoch's training batches.
+
+    It measures what Keras' training `loss` and `accuracy` measure: the outputs the model
+    gave each batch as it trained on it (dropout on, weights moving through the epoch), with
+    no extra pass over the data. Scores are binned on `num_thresholds` evenly spaced
+    thresholds, so it is the exact AUC of the probabilities rounded up to the next multiple
+    of 1 / (num_thresholds - 1), ties counting half: within a few 1e-4 of the unbinned AUC.
+    NaN while the batches seen hold one class only.
 
     Args:
-        training_data: (x, y) with x float32 (n, L, 1) and y one-hot (n, 2),
-            or None to skip the training AUC.
-        validation_data: same for the validation split, or None. Always exact.
+        num_thresholds: number of thresholds in [0, 1].
+        name: log key.
+
+    Example:
+        >>> model.compile("adam", "binary_crossentropy", metrics=["accuracy", TrainingAuc()])
+    """
+
+    def __init__(self, num_thresholds=10_001, name="auc", **kwargs):
+        super().__init__(num_thresholds=num_thresholds, name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        # One-hot (n, 2) target and softmax output: only the class-1 column is the score.
+        return super().update_state(y_true[:, 1], y_pred[:, 1], sample_weight)
+
+    def result(self):
+        positives = self.true_positives[0] + self.false_negatives[0]
+        negatives = self.false_positives[0] + self.true_negatives[0]
+        defined = ops.logical_and(positives > 0, negatives > 0)
+        return ops.where(defined, super().result(), math.nan)
+
+
+class RocAucCallback(keras.callbacks.Callback):
+    """Adds `auc` and `val_auc` (ROC AUC of the class-1 probability) to the epoch logs.
+
+    The validation split is predicted once per epoch. That gives the exact `val_auc` and, if
+    `fit` got no validation data (no `val_loss` in the logs), `val_loss` and `val_accuracy`
+    too, from the same forward pass: the model's compiled loss computed exactly as Keras'
+    `evaluate` does (averaged over genes), and argmax accuracy (Keras' "accuracy" on one-hot
+    targets). So pass the validation split here instead of to `fit`, and it is predicted
+    once per epoch instead of twice.
+
+    `auc` is the exact AUC of the end-of-epoch model on `training_data` when that is given
+    (one more prediction pass); otherwise the value a compiled `TrainingAuc` metric already
+    put in the logs is kept (NaN if there is none).
+
+    Put it first in the callback list: callbacks share one `logs` dict in list order, so
+    CSVLogger, ModelCheckpoint, TensorBoard and the progress bar (which Keras appends last)
+    all see its keys. They are written every epoch so CSVLogger's columns, fixed at the first
+    epoch, always include them; an AUC is NaN when undefined (one class only, non-finite
+    predictions: warned once per `fit`) or when its data is None (no warning).
+
+    Args:
+        training_data: (x, y) with x float32 (n, L, 1) and y one-hot (n, 2), or None
+            (use the compiled TrainingAuc instead).
+        validation_data: same for the validation split, or None.
         batch_size: prediction batch size; memory only, results are unaffected.
-        train_subsample: if an int smaller than the training set, the training
-            AUC uses that many genes, drawn once (fixed over epochs, so the
-            curve is comparable). Predicting all 6,601 training genes costs
-            about 13% of an epoch on CPU, the validation split as much again.
-            None (default) uses all genes.
+        train_subsample: if an int smaller than the training set, the training AUC uses
+            that many genes, drawn once (fixed over epochs, so the curve is comparable).
+            None (default) uses all of training_data.
         seed: seed of that draw.
 
     Example:
-        >>> cb = RocAucCallback((x_tr, y_tr), (x_va, y_va))
-        >>> model.fit(x_tr, y_tr, validation_data=(x_va, y_va),
-        ...           callbacks=[cb, keras.callbacks.CSVLogger("log.csv")])
+        >>> model.compile("adam", "binary_crossentropy", metrics=["accuracy", TrainingAuc()])
+        >>> model.fit(x_tr, y_tr, callbacks=[RocAucCallback(validation_data=(x_va, y_va)),
+        ...                                  keras.callbacks.CSVLogger("log.csv")])
     """
 
     def __init__(
@@ -72,27 +130,65 @@ class RocAucCallback(keras.callbacks.Callback):
         self.validation_data = validation_data
         self.batch_size = batch_size
         self._warned = False
+        self._step = None  # (model, loss, traced step), reused across fits of the same model
 
     def on_train_begin(self, logs=None):
         self._warned = False
 
-    def _auc(self, data, key, epoch):
-        if data is None:
-            return float("nan")
-        x, y = data
-        proba = self.model.predict(x, batch_size=self.batch_size, verbose=0)[:, 1]
-        auc = roc_auc(y, proba)
+    def _check(self, auc, key, epoch):
         if np.isnan(auc) and not self._warned:
             self._warned = True
             warnings.warn(
                 f"{key} undefined at epoch {epoch + 1} (one class only or non-finite "
                 "predictions); logging NaN. Not repeated in this run.",
-                stacklevel=2,
+                stacklevel=3,
             )
         return auc
+
+    def _predict(self, x):
+        return self.model.predict(x, batch_size=self.batch_size, verbose=0)
+
+    def _evaluate(self, x, y):
+        """One forward pass: probabilities float32 (n, 2) and the mean compiled loss.
+
+        Each batch's loss comes from the model's own `compute_loss` on its symbolic output,
+        as in Keras' `test_step` (Keras 3 hands a softmax's logits to the loss that way), and
+        batches are weighted by their size, as `evaluate` does.
+        """
+        model = self.model
+        if self._step is None or self._step[:2] != (model, model.loss):
+
+            @tf.function(reduce_retracing=True)
+            def step(xb, yb):
+                pred = model(xb, training=False)
+                return pred, model.compute_loss(x=xb, y=yb, y_pred=pred, training=False)
+
+            self._step = (model, model.loss, step)
+        preds, total = [], 0.0
+        for start in range(0, len(x), self.batch_size):
+            pred, loss = self._step[2](x[start: start + self.batch_size],
+                                       y[start: start + self.batch_size])
+            preds.append(pred.numpy())
+            total += float(loss) * len(preds[-1])
+        return np.concatenate(preds), total / len(x)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:  # only when called by hand: nothing downstream to feed
             return
-        logs["auc"] = self._auc(self.training_data, "auc", epoch)
-        logs["val_auc"] = self._auc(self.validation_data, "val_auc", epoch)
+        if self.training_data is not None:
+            x, y = self.training_data
+            logs["auc"] = self._check(roc_auc(y, self._predict(x)[:, 1]), "auc", epoch)
+        elif "auc" in logs:
+            logs["auc"] = self._check(float(logs["auc"]), "auc", epoch)
+        else:
+            logs["auc"] = math.nan
+        if self.validation_data is None:
+            logs["val_auc"] = math.nan
+            return
+        x, y = self.validation_data
+        if "val_loss" in logs:  # fit evaluated the split already: only its AUC is missing
+            pred = self._predict(x)
+        else:
+            pred, logs["val_loss"] = self._evaluate(x, y)
+            logs["val_accuracy"] = accuracy(y, pred)
+        logs["val_auc"] = self._check(roc_auc(y, pred[:, 1]), "val_auc", epoch)

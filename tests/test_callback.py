@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 import Convnet  # noqa: E402
-from roc_auc_callback import RocAucCallback, roc_auc  # noqa: E402
+from roc_auc_callback import RocAucCallback, TrainingAuc, accuracy, roc_auc  # noqa: E402
 
 
 def random_split(rng, n, labels=None):
@@ -94,3 +94,94 @@ def test_roc_auc_helper():
     assert roc_auc(y[:, 1], p) == roc_auc(y, p)
     assert math.isnan(roc_auc(y[[0, 3]], p[[0, 3]]))
     assert math.isnan(roc_auc(y, np.array([0.1, np.nan, 0.4, 0.3, 0.9])))
+
+
+def tiny_model(lr=0.0, train_auc=True):
+    """No dropout: with lr=0 its training-mode outputs equal model.predict's."""
+    model = keras.Sequential(
+        [keras.Input((505, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]
+    )
+    metrics = ["accuracy"] + ([TrainingAuc()] if train_auc else [])
+    model.compile(keras.optimizers.Adam(lr), "binary_crossentropy", metrics=metrics)
+    return model
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "categorical_crossentropy"])
+def test_validation_metrics_from_one_pass_match_keras_evaluate(tmp_path, loss):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(4)
+    train, valid = random_split(rng, 48), random_split(rng, 40)
+    model = Convnet.Conv1DNet()
+    model.compile(keras.optimizers.Adam(0.0), loss, metrics=["accuracy"])
+    calls = []
+
+    class Counting(RocAucCallback):
+        def _predict(self, x):
+            calls.append(("predict", len(x)))
+            return super()._predict(x)
+
+        def _evaluate(self, x, y):
+            calls.append(("evaluate", len(x)))
+            return super()._evaluate(x, y)
+
+    log_path = tmp_path / "log.csv"
+    model.fit(
+        *train,
+        epochs=2,
+        batch_size=16,
+        callbacks=[
+            Counting(validation_data=valid, batch_size=16),
+            keras.callbacks.CSVLogger(str(log_path)),
+        ],
+        verbose=0,
+    )
+    log = pd.read_csv(log_path)
+    assert calls == [("evaluate", 40)] * 2  # the validation split only, once per epoch
+    assert list(log.columns) == [
+        "epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"
+    ]
+    # lr=0: evaluate after fit sees the weights the callback saw. 40 genes in batches of 16:
+    # the last batch is smaller, so batch weighting is checked too.
+    loss_value, acc = model.evaluate(*valid, batch_size=16, verbose=0)
+    np.testing.assert_allclose(log["val_loss"], loss_value, rtol=1e-6)
+    np.testing.assert_allclose(log["val_accuracy"], acc, rtol=1e-6)
+    assert log["auc"].isna().all()  # no training data and no TrainingAuc: NaN, not missing
+    proba = model.predict(valid[0], verbose=0)[:, 1]
+    np.testing.assert_allclose(log["val_auc"], roc_auc_score(valid[1][:, 1], proba), rtol=1e-12)
+
+
+def test_accuracy_helper_matches_keras():
+    rng = np.random.default_rng(5)
+    p1 = rng.random(200, dtype=np.float32)
+    pred = np.stack([1 - p1, p1], axis=1)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, len(p1))]
+    metric = keras.metrics.CategoricalAccuracy()
+    metric.update_state(y, pred)
+    assert accuracy(y, pred) == pytest.approx(float(metric.result()), abs=1e-7)
+
+
+def test_training_auc_is_binned_auc_of_batch_outputs(tmp_path):
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(7)
+    x, y = random_split(rng, 300)
+    x[y[:, 1] == 1] += 0.02  # some signal, so the AUC is not near 0.5 by chance only
+    model = tiny_model()
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0,
+                        callbacks=[RocAucCallback(validation_data=(x, y))])
+    proba = model.predict(x, verbose=0)[:, 1]
+    exact = roc_auc_score(y[:, 1], proba)
+    # lr=0 and no dropout: the batches' outputs are the predictions; binned on 10,001
+    # thresholds, the streamed AUC is the exact AUC of the probabilities rounded up.
+    binned = roc_auc_score(y[:, 1], np.ceil(proba.astype(np.float64) * 10_000))
+    np.testing.assert_allclose(history.history["auc"], binned, atol=1e-5)
+    np.testing.assert_allclose(history.history["auc"], exact, atol=1e-3)
+    np.testing.assert_allclose(history.history["val_auc"], exact, rtol=1e-12)
+
+
+def test_training_auc_one_class_is_nan_and_warned():
+    rng = np.random.default_rng(8)
+    train = random_split(rng, 32, labels=np.zeros(32, dtype=int))
+    with pytest.warns(UserWarning, match="auc undefined at epoch 1"):
+        history = tiny_model().fit(*train, epochs=2, batch_size=16, verbose=0,
+                                   callbacks=[RocAucCallback()])
+    assert np.isnan(history.history["auc"]).all()

@@ -203,3 +203,14 @@ def test_all_nan_monitor_keeps_last_epoch(tmp_path):
     assert result.best_epoch == 2
     assert np.isnan(result.history["val_auc"]).all()
     assert os.path.exists(result.best_model_path) and os.path.exists(result.final_model_path)
+
+
+def test_validation_logged_from_one_pass_matches_evaluate(trained):
+    result, log, valid = trained
+    # The split is not given to fit: the callback's single pass produced these columns.
+    model = keras.saving.load_model(result.final_model_path)  # compiled, TrainingAuc included
+    scores = model.evaluate(*valid, batch_size=16, verbose=0, return_dict=True)
+    assert scores["loss"] == pytest.approx(log["val_loss"].iloc[-1], rel=1e-5)
+    assert scores["accuracy"] == pytest.approx(log["val_accuracy"].iloc[-1], abs=1e-6)
+    # The training AUC is streamed from the training batches: defined, in [0, 1].
+    assert log["auc"].between(0, 1).all()

@@ -204,6 +204,8 @@ def bad_inputs():
         ("non-numeric", edit(3, "abc", 4), ":4: H3K4me1 count 'abc' is not a number"),
         ("negative", edit(6, "-2", 3), ":7: H3K36me3 count -2 is negative"),
         ("nan", edit(7, "nan", 2), ":8: H3K27me3 is missing or NaN"),
+        ("infinite", edit(5, "inf", 5), ":6: H3K4me3 count is not a finite number"),
+        ("negative-decimal", edit(8, "-0.5", 6), ":9: H3K9me3 count -0.5 is negative"),
         ("rows", GOOD[:99], "not a multiple of 100"),
         ("bins", wrong_bins, ":5: gene 000001: bin 6 where bin 5"),
         ("label-value", edit(0, "2", 7), ":1: label 2 is not 0 or 1"),
@@ -238,6 +240,20 @@ def test_missing_things(tmp_path):
     write_split(cls / "valid.csv", GOOD)
     with pytest.raises(data.DataError, match=r"test\.csv: split file not found"):
         data.load_data(tmp_path / "E002")
+
+
+def test_decimal_and_large_counts_fall_back_to_float_parsing(tmp_path):
+    # Integer parsing is the fast path; "2.5" or a count beyond int32 must still be read.
+    counts = np.arange(500, dtype=np.float64).reshape(100, 5) % 7
+    counts[3, 1], counts[4, 2] = 2.5, 3e9
+    rows = [f"000001,{b + 1}," + ",".join(f"{v:g}" if v != 3e9 else "3000000000"
+                                           for v in counts[b]) + ",1" for b in range(100)]
+    cls = tmp_path / "E001" / "classification"
+    for s in data.SPLITS:
+        write_split(cls / f"{s}.csv", rows)
+    (x, _), _, _ = data.load_data(tmp_path / "E001", cache=False)
+    np.testing.assert_allclose(x, data.preprocess(counts[None]), rtol=1e-6)
+    assert x.dtype == np.float32
 
 
 def test_crlf_and_trailing_blank_line_are_accepted(tmp_path):
