@@ -204,7 +204,7 @@ def bad_inputs():
         ("non-numeric", edit(3, "abc", 4), ":4: H3K4me1 count 'abc' is not a number"),
         ("negative", edit(6, "-2", 3), ":7: H3K36me3 count -2 is negative"),
         ("nan", edit(7, "nan", 2), ":8: H3K27me3 is missing or NaN"),
-        ("infinite", edit(5, "inf", 5), ":6: H3K4me3 count is not a finite number"),
+        ("infinite", edit(5, "inf", 5), ":6: H3K4me3 count is infinite or too large for float32"),
         ("negative-decimal", edit(8, "-0.5", 6), ":9: H3K9me3 count -0.5 is negative"),
         ("rows", GOOD[:99], "not a multiple of 100"),
         ("bins", wrong_bins, ":5: gene 000001: bin 6 where bin 5"),
