@@ -175,7 +175,8 @@ def malformed_files(draw):
         elif edit == "cut":
             rows[i] = rows[i][: draw(st.integers(0, len(rows[i])))]
         elif edit == "field":
-            rows = with_field(rows, i, draw(st.integers(0, 7)), draw(FIELD_VALUES))
+            col = min(draw(st.integers(0, 7)), rows[i].count(","))  # a cut row has fewer
+            rows = with_field(rows, i, col, draw(FIELD_VALUES))
         elif edit == "swap":
             j = draw(st.integers(0, len(rows) - 1))
             rows[i], rows[j] = rows[j], rows[i]
