@@ -1,21 +1,37 @@
 """Benchmarks on full-size synthetic data, written to bench/RESULTS.md.
 
-    python bench/bench.py            # full mode
-    python bench/bench.py --quick    # fewer repeats
+    python bench/bench.py            # full mode: about 10 minutes on 2 cores
+    python bench/bench.py --quick    # under 2 minutes: fewer repeats, subsets, 2 epochs
+    python bench/bench.py --tiny     # seconds of work, small data: for the test suite only
 
-Loading: one full-size cell (6,601 / 6,601 / 6,600 genes) through data.load_data, next to a
-bare CSV parse of the same three files with pyarrow (the fastest parser installed) and next
-to a naive per-gene, float64 implementation of the same preprocessing; plus the cached reload.
-Targets: load_data <= 1.5x the bare parse; cached reload <= 0.1x the bare parse.
+Everything is measured side by side in one process (the mixed-data memory in child
+processes), and targets are ratios, because absolute times drift on a shared machine. Times
+are the best of several alternated runs, so that both sides of a ratio see the same load.
+
+1. Loading one full-size cell (6,601 / 6,601 / 6,600 genes): data.load_data next to a bare
+   pyarrow parse of the same three files and a naive per-gene float64 loop; the cached reload.
+   Targets: load_data <= 1.5x the bare parse; cached reload <= 0.1x.
+2. Training and inference throughput of the paper's network (batch 100), as FLOP/s, next to
+   a 4096^2 float32 tf.linalg.matmul. Target (CPU): training >= 65% of the matmul's FLOP/s.
+3. Epoch time with and without the AUC callback. Target: the callback adds <= 10%.
+4. One per-cell experiment (20 epochs with the callback and checkpoint, then the test), and
+   the estimate for 56 cells.
+5. Peak resident memory of data.load_data_mix over N full-size cells, next to the bytes of
+   the arrays it returns. Target: <= 1.5x.
+
+The generated part of RESULTS.md ends at NOTES_MARK; the notes below it are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,22 +39,108 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 
+NOTES_MARK = "<!-- notes below are written by hand and kept when bench.py rewrites this file -->"
+FULL_GENES = (6601, 6601, 6600)  # train, valid, test genes of a real cell
+MATMUL_N = 4096
 
-def timed(fn, repeats: int, setup=None) -> float:
-    """Median wall seconds of fn() over repeats (setup() runs untimed before each)."""
-    times = []
+
+@dataclasses.dataclass
+class Sizing:
+    genes: tuple = FULL_GENES  # genes per split of the benchmark cell
+    repeats: int = 7           # loading: alternated runs of each contender
+    fit_genes: int = 6601      # training genes for throughput and callback timings
+    rounds: int = 4            # timed rounds of the throughput / callback comparisons
+    cell_epochs: int = 20      # epochs of the per-cell experiment (>= 2; else estimated)
+    mix_cells: int = 56        # cells pooled for the memory measurement
+    mix_distinct: int = 4      # distinct generated cells; the others are hard links to them
+
+
+MODES = {
+    "full": Sizing(),
+    "quick": Sizing(repeats=3, fit_genes=1000, rounds=2, cell_epochs=2, mix_cells=12,
+                    mix_distinct=2),
+    "tiny": Sizing(genes=(300, 300, 300), repeats=1, fit_genes=300, rounds=1, cell_epochs=2,
+                   mix_cells=3, mix_distinct=1),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def best_of(contenders: dict, repeats: int, setup: dict | None = None) -> dict:
+    """Alternate the contenders `repeats` times; per contender: (best, median) wall seconds."""
+    times = {k: [] for k in contenders}
     for _ in range(repeats):
-        if setup:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in contenders.items():
+            if setup and name in setup:
+                setup[name]()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+
+
+def loadavg() -> str:
+    try:
+        return " / ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def machine() -> str:
+    import keras
+    import pyarrow
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}, "
+            f"pyarrow {pyarrow.__version__}; GPU: {', '.join(gpus) if gpus else 'none'}")
+
+
+def make_cell(out: Path, name: str, genes: tuple, seed: int) -> Path:
+    """Generate one cell with genes = (train, valid, test) genes; returns its folder."""
+    data.synthesize(out, n_genes=max(genes), seed=seed, names=[name])
+    cls = out / name / "classification"
+    for split, n in zip(data.SPLITS, genes):
+        if n < max(genes):  # the real test split has one gene fewer: cut whole genes off
+            path = cls / f"{split}.csv"
+            with open(path, "rb") as f:
+                lines = f.readlines()
+            path.write_bytes(b"".join(lines[: n * data.N_BINS]))
+    return out / name
+
+
+def rss_bytes(field: str) -> int:
+    """VmRSS or VmHWM (peak) of this process from /proc, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Loading
 
 
 def naive_load(cls: Path):
@@ -47,7 +149,8 @@ def naive_load(cls: Path):
 
     out = []
     for split in data.SPLITS:
-        rows = list(csv.reader(open(cls / f"{split}.csv")))
+        with open(cls / f"{split}.csv") as f:
+            rows = list(csv.reader(f))
         xs, ys = [], []
         for g in range(len(rows) // 100):
             block = np.array([[float(v) for v in r[2:7]] for r in rows[g * 100:(g + 1) * 100]])
@@ -64,78 +167,472 @@ def naive_load(cls: Path):
     return out
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import pyarrow
-
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, pyarrow {pyarrow.__version__}")
-
-
-def bench_loading(tmp: Path, repeats: int) -> list[str]:
+def bench_loading(cell: Path, size: Sizing) -> tuple[list[str], dict]:
     import pyarrow.csv as pacsv
 
-    data.synthesize(tmp, n_cells=1, n_genes=6601, seed=0)
-    cell = tmp / "S001"
     cls = cell / "classification"
-    for split, n in (("test", 6600),):  # the real test split has one gene fewer
-        lines = (cls / f"{split}.csv").read_bytes().splitlines(keepends=True)
-        (cls / f"{split}.csv").write_bytes(b"".join(lines[: n * 100]))
-    clear = lambda: shutil.rmtree(cls / ".cache", ignore_errors=True)  # noqa: E731
 
     def bare():
         for split in data.SPLITS:
             pacsv.read_csv(cls / f"{split}.csv",
                            read_options=pacsv.ReadOptions(autogenerate_column_names=True))
 
-    t_bare = timed(bare, repeats)
-    t_load = timed(lambda: data.load_data(cell, cache=False), repeats)
-    t_first = timed(lambda: data.load_data(cell), repeats, setup=clear)
+    def clear():
+        shutil.rmtree(cls / ".cache", ignore_errors=True)
+
+    t = best_of({"bare": bare, "load": lambda: data.load_data(cell, cache=False),
+                 "first": lambda: data.load_data(cell)}, size.repeats, setup={"first": clear})
     data.load_data(cell)
-    t_cached = timed(lambda: data.load_data(cell), repeats)
-    t_naive = timed(lambda: naive_load(cls), 1)
-    # the naive baseline computes the same numbers
-    ours = data.load_data(cell, cache=False)
-    for (x, y), (xn, yn) in zip(ours, naive_load(cls)):
+    t.update(best_of({"cached": lambda: data.load_data(cell), "bare2": bare}, size.repeats))
+    bare_t = min(t["bare"][0], t["bare2"][0])
+    start = time.perf_counter()
+    naive = naive_load(cls)
+    t_naive = time.perf_counter() - start
+    # The naive baseline computes the same numbers.
+    for (x, y), (xn, yn) in zip(data.load_data(cell, cache=False), naive):
         np.testing.assert_allclose(x, xn, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(y, yn)
-    return [
-        "| what | seconds | x bare parse | target |",
-        "|---|---|---|---|",
-        f"| bare pyarrow parse of the 3 CSVs | {t_bare:.3f} | 1.00 | |",
-        f"| `load_data`, parse + check + preprocess (no cache) | {t_load:.3f} | "
-        f"{t_load / t_bare:.2f} | <= 1.5 |",
-        f"| `load_data`, first load writing the cache | {t_first:.3f} | {t_first / t_bare:.2f} | |",
-        f"| `load_data`, cached reload | {t_cached:.4f} | {t_cached / t_bare:.3f} | <= 0.1 |",
-        f"| naive per-gene loop, float64 | {t_naive:.2f} | {t_naive / t_bare:.1f} | |",
+    load_t, cached_t = t["load"][0], t["cached"][0]
+    lines = [
+        "| what | seconds | x bare parse | target | met |",
+        "|---|---|---|---|---|",
+        f"| bare pyarrow parse of the 3 CSVs (type inference) | {bare_t:.3f} | 1.00 | | |",
+        f"| `load_data`: parse + check + preprocess, no cache | {load_t:.3f} | "
+        f"{load_t / bare_t:.2f} | <= 1.5 | {'yes' if load_t <= 1.5 * bare_t else 'NO'} |",
+        f"| `load_data`, first load writing the cache | {t['first'][0]:.3f} | "
+        f"{t['first'][0] / bare_t:.2f} | | |",
+        f"| `load_data`, cached reload | {cached_t:.4f} | {cached_t / bare_t:.3f} | <= 0.1 | "
+        f"{'yes' if cached_t <= 0.1 * bare_t else 'NO'} |",
+        f"| naive per-gene loop, float64 (1 run) | {t_naive:.2f} | {t_naive / bare_t:.1f} | | |",
         "",
-        f"Naive baseline / `load_data`: {t_naive / t_load:.0f}x. Median of {repeats} runs "
-        f"(naive: 1 run).",
+        f"Naive baseline / `load_data`: {t_naive / load_t:.0f}x. Best of {size.repeats} "
+        f"alternated runs (medians: bare {t['bare'][1]:.3f} s, `load_data` {t['load'][1]:.3f} s).",
     ]
+    return lines, {"load_data_s": load_t}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Throughput
+
+
+def layer_macs(model) -> list[tuple[str, str, int, int]]:
+    """(layer, output shape, parameters, multiply-adds per gene) from the layers' shapes."""
+    from keras import layers
+
+    rows = []
+    for layer in model.layers:
+        shape = tuple(layer.output.shape[1:])
+        macs = 0
+        if isinstance(layer, layers.Conv1D):
+            kernel = layer.kernel.shape  # (k, c_in, c_out)
+            macs = shape[0] * kernel[0] * kernel[1] * kernel[2]
+        elif isinstance(layer, layers.Dense):
+            macs = layer.kernel.shape[0] * layer.kernel.shape[1]
+        rows.append((layer.name, "x".join(map(str, shape)), layer.count_params(), macs))
+    return rows
+
+
+def epoch_timer():
+    """A Keras callback recording each epoch's wall seconds in `.times` (and each training
+    step's in `.steps`, a list per epoch). Put it last in the callback list, so an epoch's
+    time includes the other callbacks' on_epoch_end."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times, self.steps = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.steps.append([])
+            self._start = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._step = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps[-1].append(time.perf_counter() - self._step)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def matmul_flops(repeats: int = 3) -> float:
+    """Best FLOP/s of a float32 MATMUL_N^2 matrix product (tf.linalg.matmul, warmed up)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((MATMUL_N, MATMUL_N), seed=1)
+    b = tf.random.normal((MATMUL_N, MATMUL_N), seed=2)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * MATMUL_N**3 / best
+
+
+def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
+    import keras
+
+    import Convnet
+
+    (x, y), (xv, _), _ = cell_data
+    x, y, xv = x[: size.fit_genes], y[: size.fit_genes], xv[: size.fit_genes]
+    keras.utils.set_random_seed(0)
+    model = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)  # as Convnet.train
+    rows = layer_macs(model)
+    macs = sum(r[3] for r in rows)
+    timer = epoch_timer()
+    matmul_flops(1)
+    model.fit(x, y, batch_size=100, epochs=1, verbose=0)  # traces the step
+    model.predict(xv, batch_size=1000, verbose=0)
+    fit_gps, pred_gps, mm = [], [], []
+    for _ in range(size.rounds):
+        model.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[timer])
+        fit_gps.append(len(x) / timer.times[-1])
+        mm.append(matmul_flops())
+        start = time.perf_counter()
+        model.predict(xv, batch_size=1000, verbose=0)
+        pred_gps.append(len(xv) / (time.perf_counter() - start))
+    mm_best = max(mm)
+    train_flops = 6 * macs * max(fit_gps)
+    # Whole batches only: the last one of an epoch may hold a single gene.
+    full_steps = [t for epoch in timer.steps for t in epoch[: len(x) // 100]] or [np.inf]
+    step_flops = 6 * macs * 100 / min(full_steps)
+    pred_flops = 2 * macs * max(pred_gps)
+    lines = [
+        "Per gene, from the layers' shapes (multiply-adds; the other layers have none):",
+        "",
+        "| layer | output | parameters | multiply-adds |",
+        "|---|---|---|---|",
+        *[f"| {n} | {s} | {p:,} | {m:,} |" for n, s, p, m in rows if m or p],
+        f"| total | | {sum(r[2] for r in rows):,} | {macs:,} |",
+        "",
+        "FLOP per gene: training 6 x multiply-adds (forward 2, backward 4), inference 2 x.",
+        "",
+        "| what | genes/s | GFLOP/s | x matmul | target | met |",
+        "|---|---|---|---|---|---|",
+        f"| `tf.linalg.matmul` {MATMUL_N}^2 float32 | | {mm_best / 1e9:.0f} | 1.00 | | |",
+        f"| `model.fit`, batch 100, {len(x):,} genes | {max(fit_gps):.0f} | "
+        f"{train_flops / 1e9:.0f} | {train_flops / mm_best:.2f} | >= 0.65 | "
+        f"{'yes' if train_flops >= 0.65 * mm_best else 'NO'} |",
+        f"| `model.fit`, its fastest single step of 100 genes | {100 / min(full_steps):.0f} | "
+        f"{step_flops / 1e9:.0f} | {step_flops / mm_best:.2f} | | |",
+        f"| `model.predict`, batch 1000, {len(xv):,} genes | {max(pred_gps):.0f} | "
+        f"{pred_flops / 1e9:.0f} | {pred_flops / mm_best:.2f} | | |",
+        "",
+        f"Best of {size.rounds} alternated rounds (fit epoch, matmul, predict) after a warm-up; "
+        f"medians: fit {statistics.median(fit_gps):.0f} genes/s, predict "
+        f"{statistics.median(pred_gps):.0f} genes/s, matmul "
+        f"{statistics.median(mm) / 1e9:.0f} GFLOP/s.",
+    ]
+    return lines, {"macs": macs, "fit_gps": max(fit_gps)}
+
+
+def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
+    """TensorFlow's profiler over one epoch of model.fit: op time per training step by layer,
+    forward and backward, and each convolution's FLOP/s while its ops run."""
+    import collections
+
+    import keras
+    import tensorflow as tf
+
+    import Convnet
+
+    (x, y), _, _ = cell_data
+    x, y = x[: size.fit_genes], y[: size.fit_genes]
+    keras.utils.set_random_seed(0)
+    model = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+    model.fit(x, y, batch_size=100, epochs=1, verbose=0)
+    tf.profiler.experimental.start(str(logdir))
+    model.fit(x, y, batch_size=100, epochs=1, verbose=0)
+    tf.profiler.experimental.stop()
+    steps = -(-len(x) // 100)
+    try:  # the trace format is TensorFlow's own: read it, or say it could not be read
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
+    except (ImportError, StopIteration, OSError) as e:
+        return [f"(profile not available: {e})"]
+    names = [layer.name for layer in model.layers]
+    ps = collections.Counter()
+    for plane in space.planes:
+        meta = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                name = meta.get(event.metadata_id, "")
+                if ":" not in name or "/" not in name:  # TensorFlow ops are "scope/op:Type"
+                    continue
+                path = name.split(":")[0].split("/")
+                layer = next((n for n in names for part in path
+                              if part == n or part.startswith(n + "_")), None)
+                if layer is None:  # Keras numbers a process's later optimizers: adam_1, ...
+                    optimizer = any(part.split("_")[0] == "adam" for part in path)
+                    layer = "optimizer" if optimizer else "other (metrics, loss, data)"
+                key = (layer, "backward" if "gradient_tape" in path else "forward")
+                ps[key] += event.duration_ps
+    total = sum(ps.values())
+    macs = {n: m for n, _, _, m in layer_macs(model)}
+    rows = []
+    for layer in [*names, "optimizer", "other (metrics, loss, data)"]:
+        fwd, bwd = ps[(layer, "forward")], ps[(layer, "backward")]
+        if not fwd + bwd:
+            continue
+        flops = ""
+        if macs.get(layer, 0) > 1e6:
+            gflops = [2 * 100 * macs[layer] / (fwd / steps * 1e-12) / 1e9,
+                      4 * 100 * macs[layer] / (bwd / steps * 1e-12) / 1e9]
+            flops = f"{gflops[0]:.0f} / {gflops[1]:.0f}"
+        rows.append(f"| {layer} | {fwd / steps / 1e9:.1f} | {bwd / steps / 1e9:.1f} | "
+                    f"{(fwd + bwd) / total:.0%} | {flops} |")
+    return [
+        "| layer | forward ms/step | backward ms/step | share of op time | GFLOP/s while "
+        "running, fwd / bwd |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"TensorFlow profiler over one epoch of `model.fit` ({len(x):,} genes, batch 100, "
+        f"{steps} steps), after a warm-up epoch. Op time is summed over the threads that ran "
+        "the ops, so concurrent ops count each their own duration.",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Callback overhead
+
+
+def bench_callback(cell_data, size: Sizing) -> list[str]:
+    """Epoch time of three wirings, alternated epoch by epoch on their own models."""
+    import keras
+
+    import Convnet
+    from roc_auc_callback import RocAucCallback
+
+    (x, y), (xv, yv), _ = cell_data
+    train = (x[: size.fit_genes], y[: size.fit_genes])
+    valid = (xv[: size.fit_genes], yv[: size.fit_genes])
+    keras.utils.set_random_seed(0)
+    configs = {
+        # The protocol's minimum without AUCs: Keras evaluates the validation split itself.
+        "none": (Convnet.compile_model(Convnet.Conv1DNet()), True, []),
+        # As Convnet.train wires it now: no validation_data to fit; the callback's one pass
+        # gives val_loss, val_accuracy and val_auc; the training AUC is streamed.
+        "now": (Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True), False,
+                [RocAucCallback(None, valid)]),
+        # As it was wired before: Keras' validation pass, then the callback predicted the
+        # validation split again and the whole training split.
+        "before": (Convnet.compile_model(Convnet.Conv1DNet()), True,
+                   [RocAucCallback(train, valid)]),
+    }
+    times = {k: [] for k in configs}
+    for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
+        for name, (model, keras_val, callbacks) in configs.items():
+            timer = epoch_timer()
+            model.fit(*train, validation_data=valid if keras_val else None, batch_size=100,
+                      epochs=1, verbose=0, callbacks=callbacks + [timer])
+            if round_:
+                times[name].append(timer.times[0])
+    best = {k: min(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    over_now = best["now"] / best["none"] - 1
+    over_before = best["before"] / best["none"] - 1
+    return [
+        "| wiring | epoch seconds (median) | overhead | target | met |",
+        "|---|---|---|---|---|",
+        f"| no AUC callback, `fit(validation_data=...)` | {best['none']:.2f} ({med['none']:.2f}) "
+        "| | | |",
+        f"| callback as `Convnet.train` wires it now (one validation pass, streamed training "
+        f"AUC) | {best['now']:.2f} ({med['now']:.2f}) | {over_now:+.1%} | <= +10% | "
+        f"{'yes' if over_now <= 0.10 else 'NO'} |",
+        f"| callback as wired before (Keras' validation pass + callback predicts validation "
+        f"and training splits) | {best['before']:.2f} ({med['before']:.2f}) | "
+        f"{over_before:+.1%} | | |",
+        "",
+        f"{len(train[0]):,} training and {len(valid[0]):,} validation genes, batch 100; best "
+        f"(and median) of {size.rounds} epochs per wiring, alternated epoch by epoch, after a "
+        "traced one. Keras' own validation pass predicts in batches of 100 (the fit batch "
+        "size), the callback's in batches of 1,000: hence an overhead that can be below zero.",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. One per-cell experiment
+
+
+def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]:
+    import keras
+
+    import Convnet
+
+    c = data.load_cell(cell)
+    keras.utils.set_random_seed(0)
+    model = Convnet.Conv1DNet()
+    # Time each epoch without changing Convnet.train: its model.fit call gets our timer last.
+    timer, fit = epoch_timer(), model.fit
+    model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [*k["callbacks"], timer]})
+    start = time.perf_counter()
+    result = Convnet.train(model, (c.train.x, c.train.y), (c.valid.x, c.valid.y), save,
+                           epochs=size.cell_epochs, verbose=0, seed=0)
+    t_train = time.perf_counter() - start
+    if size.cell_epochs < 20:  # outside the epochs (compile, saving) + first + 19 later ones
+        t_train = t_train - sum(timer.times) + timer.times[0] + 19 * statistics.median(
+            timer.times[1:])
+    start = time.perf_counter()
+    scores = Convnet.test(Convnet.load_model(result.best_model_path), c.test.x, c.test.y)
+    t_test = time.perf_counter() - start
+    per_cell = load_s + t_train + t_test
+    measured = ("measured" if size.cell_epochs == 20 else
+                f"estimated from {size.cell_epochs} epochs: first + 19 x later")
+    return [
+        "| step | seconds |",
+        "|---|---|",
+        f"| load the cell from CSV (`load_data`, section 1) | {load_s:.2f} |",
+        f"| `Convnet.train`, 20 epochs, callback + checkpoint ({measured}) | "
+        f"{t_train:.1f} |",
+        f"| `Convnet.test` of the best epoch on the test split | {t_test:.2f} |",
+        f"| one cell | {per_cell:.1f} |",
+        f"| 56 cells (x56, estimate) | {56 * per_cell:.0f} ({56 * per_cell / 3600:.2f} h) |",
+        "",
+        f"Cell of {len(c.train.x):,} / {len(c.valid.x):,} / {len(c.test.x):,} genes; test AUC "
+        f"{scores['auc']:.3f} after {size.cell_epochs} epochs (synthetic data); epoch "
+        f"seconds: first {timer.times[0]:.1f}, median of the others "
+        f"{statistics.median(timer.times[1:]):.1f}.",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Mixed-experiment memory
+
+
+def mix_child(data_dir: str) -> None:
+    """Run in a fresh process: load the mixed experiment, print its memory figures as JSON."""
+    import pyarrow.csv  # noqa: F401  imported before the baseline, as load_data_mix would
+
+    before = rss_bytes("VmRSS")
+    start = time.perf_counter()
+    mix = data.load_data_mix(data_dir)
+    seconds = time.perf_counter() - start
+    splits = [mix.train, mix.valid, *mix.tests.values()]
+    arrays = sum(a.nbytes for s in splits for a in s if a is not None)
+    dtypes = sorted({str(s.x.dtype) for s in splits} | {str(s.y.dtype) for s in splits})
+    print(json.dumps({"before": before, "peak": rss_bytes("VmHWM"), "arrays": arrays,
+                      "x_bytes": sum(s.x.nbytes for s in splits), "seconds": seconds,
+                      "genes": sum(len(s.x) for s in splits), "dtypes": dtypes}))
+
+
+def bench_mix(tmp: Path, size: Sizing) -> list[str]:
+    mix_dir = tmp / "mix"
+    names = [f"C{i + 1:03d}" for i in range(size.mix_cells)]
+    start = time.perf_counter()
+    for i, name in enumerate(names[: size.mix_distinct]):
+        make_cell(mix_dir, name, size.genes, seed=100 + i)
+    for i, name in enumerate(names[size.mix_distinct:]):
+        src = mix_dir / names[i % size.mix_distinct] / "classification"
+        dst = mix_dir / name / "classification"
+        dst.mkdir(parents=True)
+        for split in data.SPLITS:
+            os.link(src / f"{split}.csv", dst / f"{split}.csv")
+    t_gen = time.perf_counter() - start
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import bench; bench.mix_child({str(mix_dir)!r})")
+    rows = []
+    for label in ("from CSV (parse, check, write caches)", "from the caches"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        grown = r["peak"] - r["before"]
+        rows.append(
+            f"| {label} | {r['seconds']:.1f} | {gb(r['arrays'])} | {gb(r['before'])} | "
+            f"{gb(r['peak'])} | {grown / r['arrays']:.2f} | <= 1.5 | "
+            f"{'yes' if grown <= 1.5 * r['arrays'] else 'NO'} |")
+    shutil.rmtree(mix_dir, ignore_errors=True)
+    return [
+        "| load | seconds | arrays GB | RSS before GB | peak RSS GB | (peak - before) / arrays "
+        "| target | met |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"{size.mix_cells} cells of {'/'.join(f'{g:,}' for g in size.genes)} genes, "
+        f"{r['genes']:,} genes in all (pooled train + validation, and each cell's test); "
+        f"array dtypes {', '.join(r['dtypes'])} (x is {gb(r['x_bytes'])} GB; the rest are "
+        f"labels, gene ids and cell names). Each load runs in a fresh process; peak = VmHWM. "
+        f"{size.mix_distinct} distinct cells were generated and the others hard-linked to "
+        f"them (every file is still parsed and cached on its own) in {t_gen:.0f} s.",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="fewer repeats, training subsets, 2 epochs, 12 pooled cells "
+                           "[Default: full mode]")
+    mode.add_argument("--tiny", action="store_true",
+                      help="300 genes per split, 1 repeat: checks the benchmark runs, for "
+                           "tests; its figures mean little [Default: full mode]")
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"),
                         help="Markdown file to write [Default: bench/RESULTS.md]")
+    parser.add_argument("--tmp", default=None,
+                        help="folder for the generated data, removed afterwards "
+                             "[Default: the system's temporary folder]")
     args = parser.parse_args(argv)
-    repeats = 3 if args.quick else 7
-    lines = ["# Benchmark results", "", f"Machine: {machine()}.", "",
-             f"Command: `python bench/bench.py{' --quick' if args.quick else ''}`", "",
-             "## Loading one full-size cell (6,601 / 6,601 / 6,600 genes)", ""]
-    with tempfile.TemporaryDirectory() as tmp:
-        lines += bench_loading(Path(tmp), repeats)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).write_text(text)
+    import tensorflow as tf
+
+    # Keras warns when a new model traces its step: expected here, with a model per wiring.
+    tf.get_logger().setLevel("ERROR")
+    name = "quick" if args.quick else "tiny" if args.tiny else "full"
+    size = MODES[name]
+    started = time.perf_counter()
+    load_start = loadavg()
+    sections = []
+
+    def section(title, lines):
+        sections.append((title, lines))
+        print(f"## {title}\n\n" + "\n".join(lines) + "\n", flush=True)
+
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench-") as tmp:
+        tmp = Path(tmp)
+        cell = make_cell(tmp / "one", "S001", size.genes, seed=0)
+        genes = " / ".join(f"{g:,}" for g in size.genes)
+        lines, info = bench_loading(cell, size)
+        section(f"1. Loading one cell ({genes} genes)", lines)
+        cell_data = data.load_data(cell)
+        lines, _ = bench_throughput(cell_data, size)
+        section("2. Training and inference throughput", lines)
+        section("2b. Where a training step's time goes", profile_training(
+            cell_data, size, tmp / "profile"))
+        section("3. Callback overhead", bench_callback(cell_data, size))
+        section("4. One per-cell experiment", bench_cell(cell, tmp / "run", size,
+                                                          info["load_data_s"]))
+        section("5. Mixed-experiment memory", bench_mix(tmp, size))
+
+    command = "python bench/bench.py" + {"full": "", "quick": " --quick", "tiny": " --tiny"}[name]
+    head = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"Command: `{command}` ({name} mode), {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{time.perf_counter() - started:.0f} s. Load average (1/5/15 min) at the start "
+        f"{load_start}, at the end {loadavg()}: the machine is shared, which is why every "
+        "target is a ratio measured side by side.",
+        "",
+    ]
+    body = [line for title, lines in sections for line in (f"## {title}", "", *lines, "")]
+    out = Path(args.out)
+    notes = ""
+    if out.is_file():
+        old = out.read_text()
+        if NOTES_MARK in old:
+            notes = old[old.index(NOTES_MARK):]
+    out.write_text("\n".join(head + body) + ("\n" + notes if notes else NOTES_MARK + "\n"))
+    print(f"wrote {out}")
     return 0
 
 
