@@ -52,10 +52,20 @@ def assert_files_whole(save):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_dir, tmp_path_factory):
+def six_cells(tmp_path_factory):
+    """Six tiny cells: a signal sent after the first cell always lands before the last."""
+    import data
+
+    out = tmp_path_factory.mktemp("six")
+    data.synthesize(out, n_cells=6, n_genes=40, seed=7)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(six_cells, tmp_path_factory):
     """An uninterrupted seeded per-cell run."""
     save = tmp_path_factory.mktemp("ref") / "run"
-    run("--data_dir", tiny_dir, "--save_dir", save, *SETTINGS)
+    run("--data_dir", six_cells, "--save_dir", save, *SETTINGS)
     return save
 
 
@@ -73,16 +83,16 @@ def start_and_stop_after_first_cell(tiny_dir, save, sig):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_stop_then_resume_equals_uninterrupted(tiny_dir, tmp_path, reference, sig):
+def test_stop_then_resume_equals_uninterrupted(six_cells, tmp_path, reference, sig):
     save = tmp_path / "run"
-    rc, out, err = start_and_stop_after_first_cell(tiny_dir, save, sig)
+    rc, out, err = start_and_stop_after_first_cell(six_cells, save, sig)
     done = table_cells(save / "output.csv")
-    assert done[0] == "S001" and len(done) < 3  # the finished cells, in order, nothing more
+    assert done[0] == "S001" and len(done) < 6  # the finished cells, in order, nothing more
     assert_files_whole(save)
     if sig == signal.SIGINT:
         assert rc == 130 and "Traceback" not in err
         message = err.strip().splitlines()[-1]
-        assert f"{len(done)}/3 cells finished" in message
+        assert f"{len(done)}/6 cells finished" in message
         command = message.split("resume with: ")[1]
         argv = shlex.split(command)
         assert argv[:2] == ["python", "main.py"]
@@ -98,7 +108,8 @@ def test_stop_then_resume_equals_uninterrupted(tiny_dir, tmp_path, reference, si
     assert not [p for p in save.rglob(".*") if p.is_file()]  # no temporaries left behind
 
 
-def test_resume_refusals(tiny_dir, tmp_path, reference):
+def test_resume_refusals(six_cells, tmp_path, reference):
+    tiny_dir = six_cells
     res = run("--save_dir", reference, "--resume", "--epochs", 2, "--lr", 0.01, check=False)
     assert_one_line_error(res, "settings differ", "--epochs 2 (the run has 1)",
                           "--lr 0.01 (the run has 0.001)")
@@ -111,7 +122,7 @@ def test_resume_refusals(tiny_dir, tmp_path, reference):
     # Same settings spelled out, or a changed --debug (logging only): accepted, nothing to redo.
     before = (reference / "output.csv").read_bytes()
     res = run("--data_dir", tiny_dir, "--save_dir", reference, "--resume", "--debug", *SETTINGS)
-    assert res.stdout.count("finished earlier, kept") == 3
+    assert res.stdout.count("finished earlier, kept") == 6
     assert (reference / "output.csv").read_bytes() == before
 
 
@@ -146,9 +157,9 @@ sys.exit(main.main({argv!r}))
 """
 
 
-def test_full_disk_stops_cleanly_and_keeps_earlier_results(tiny_dir, tmp_path, reference):
+def test_full_disk_stops_cleanly_and_keeps_earlier_results(six_cells, tmp_path, reference):
     save = tmp_path / "run"
-    argv = [str(a) for a in ["--data_dir", tiny_dir, "--save_dir", save, *SETTINGS]]
+    argv = [str(a) for a in ["--data_dir", six_cells, "--save_dir", save, *SETTINGS]]
     res = subprocess.run([sys.executable, "-c", DISK_FULL.format(root=str(ROOT), argv=argv)],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert_one_line_error(res, "No space left on device", "S002", "the 1 finished cells",
