@@ -335,7 +335,8 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
         raise InputError(f"split must be one of {', '.join(data.SPLITS)}, got {split!r}")
     cell = data.select_cells(data_dir, [cell])[0]
     path = data.classification_dir(data_dir / cell) / f"{split}.csv"
-    counts, labels, ids = data._parse_split(path)
+    planes, labels, ids = data._parse_split(path)
+    counts = planes.transpose(1, 2, 0)  # (genes, bins, marks)
     if genes:
         where = {g: i for i, g in enumerate(ids)}
         missing = [g for g in genes if g not in where]
