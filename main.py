@@ -722,9 +722,6 @@ def _main(argv=None) -> int:
     experiment = (run_finetune if args.finetune else run_weights if args.weights
                   else run_mix if args.mix else run_per_cell)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
-    # an explicit `kill -INT` must still stop the run cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if not args.resume:  # a resumed run keeps the args.json it was started with
             settings = {k: v for k, v in vars(args).items()
