@@ -192,6 +192,7 @@ def train(
     seed=None,
     train_auc_subsample=None,
     jit_compile=False,
+    callbacks=(),
 ):
     """Compile and fit `model`, keeping the best epoch by `monitor`.
 
@@ -217,6 +218,7 @@ def train(
             the training split (all of them if N >= its size), one more
             prediction pass per epoch. The validation AUC is always exact.
         jit_compile: XLA-compile the training steps (see compile_model).
+        callbacks: more Keras callbacks, called after this function's own ones.
 
     The validation split is predicted once per epoch, by RocAucCallback, which
     logs val_loss, val_accuracy and val_auc from those predictions; it is not
@@ -237,7 +239,7 @@ def train(
 
     exact_train_auc = train_auc_subsample is not None
     compile_model(model, lr, jit_compile=jit_compile, train_auc=not exact_train_auc)
-    callbacks = [
+    extra, callbacks = list(callbacks), [
         # First: later callbacks read the auc / val_* keys it adds to the logs.
         RocAucCallback(
             train if exact_train_auc else None, valid, train_subsample=train_auc_subsample
@@ -256,6 +258,7 @@ def train(
         )
     else:
         warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
+    callbacks += extra
     # Arrays, not a hand-made tf.data pipeline: Keras already turns them into a
     # prefetched, per-epoch reshuffled, vectorised-gather pipeline.
     fit = model.fit(

@@ -345,7 +345,7 @@ def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=
                             epochs=epochs or args.epochs, batch_size=args.batch_size,
                             lr=(lr or args.lr) * scale, lr_decay=args.lr_decay,
                             monitor=args.monitor, debug=args.debug, seed=seed,
-                            jit_compile=args.jit)
+                            jit_compile=args.jit, callbacks=[STOP.callback()])
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -403,10 +403,12 @@ def unfinished_cells(args, cells: list[str], save: Path, results: Results, doing
         if results.done(cell):
             print(f"Cell {i}/{len(cells)}: {cell}: finished earlier, kept", flush=True)
             continue
+        STOP.check()
         print(f"Cell {i}/{len(cells)}: {cell}{doing}", flush=True)
         start = time.time()
         shutil.rmtree(save / cell, ignore_errors=True)
         c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
+        STOP.check()
         keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
         yield cell, c, start
 
@@ -502,6 +504,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         pool = pretraining_cells(args, cells)
         mix = data.load_data_mix(args.data_dir, pool, seed=args.seed,
                                  additional_features=args.features, tests=False)
+        STOP.check()
         print(f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
               f"genes pooled from {len(pool)} cells", flush=True)
         best_mixed = train_mixed(args, mix, save, pool)
@@ -544,6 +547,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         return
     mix = data.load_data_mix(args.data_dir, cells, seed=args.seed,
                              additional_features=args.features)
+    STOP.check()
     print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
           f"pooled from {len(cells)} cells", flush=True)
     best_epoch = train_mixed(args, mix, save, cells)
@@ -553,6 +557,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
             continue
+        STOP.check()
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
         results.add(row)
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
@@ -590,6 +595,7 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
             continue
+        STOP.check()
         path = model_for(cell)
         if path not in loaded:
             loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
@@ -635,9 +641,58 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
     return save, save / name
 
 
-def stop_on_sigterm(signum, frame):
-    # A batch system's kill, or `kill PID`: stop like Ctrl-C, with the resume command.
-    raise KeyboardInterrupt
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM (a batch system's kill, or `kill PID`) stop the run at the
+    next safe point, with the resume command.
+
+    Not Python's default of raising KeyboardInterrupt in the signal handler: the handler runs
+    wherever the main thread happens to be, and inside a garbage-collection callback (of
+    TensorFlow's weak references, say) Python prints the exception and drops it; a run
+    interrupted there went on to finish. So the handler only records the signal, and check()
+    raises KeyboardInterrupt where nothing swallows it: before each training or prediction
+    batch, after each epoch, and between cells. A second signal raises at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # An ignored signal (a job started with nohup, or in the background by a shell
+            # without job control) stays ignored, as with Python's own handler.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: the handler may run while the main thread is inside a print.
+        os.write(2, b"\nstopping after the current batch; send it again to stop at once\n")
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def callback(self):
+        """A Keras callback that calls check() before every batch and after every epoch."""
+        import keras
+
+        stop = self
+
+        class StopOnRequest(keras.callbacks.Callback):
+            # Batch *begin* hooks: an end hook would make Keras fetch each batch's metrics.
+            def on_train_batch_begin(self, batch, logs=None):
+                stop.check()
+
+            on_predict_batch_begin = on_test_batch_begin = on_train_batch_begin
+
+            def on_epoch_end(self, epoch, logs=None):
+                stop.check()
+
+        return StopOnRequest()
+
+
+STOP = StopRequest()
 
 
 def worker_save_dir(args) -> tuple[Path, Path]:
@@ -721,7 +776,7 @@ def _main(argv=None) -> int:
         share_resume_state(args, cells, save, results)
     experiment = (run_finetune if args.finetune else run_weights if args.weights
                   else run_mix if args.mix else run_per_cell)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    STOP.install()
     try:
         if not args.resume:  # a resumed run keeps the args.json it was started with
             settings = {k: v for k, v in vars(args).items()
