@@ -66,7 +66,13 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
 
 
 def compile_model(model, lr=0.001, jit_compile=False, train_auc=False):
-    """Adam + binary cross-entropy on the 2-way softmax, as the paper.
+    """Adam + binary cross-entropy on the 2-way softmax's probabilities, as the paper.
+
+    Compiled as "categorical_crossentropy", which on a 2-way softmax and a one-hot target is
+    that loss exactly: each of the two binary terms is -log(probability of the true class).
+    Not "binary_crossentropy": Keras 3 hands it the softmax's logits and scores them as two
+    independent sigmoid logits, a different loss (the paper's Keras 2 code scored the
+    probabilities).
 
     "accuracy" resolves (Keras 3, by shapes) to categorical accuracy on the
     (n, 2) one-hot target, i.e. argmax match; logged as accuracy / val_accuracy.
@@ -77,7 +83,7 @@ def compile_model(model, lr=0.001, jit_compile=False, train_auc=False):
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
-        loss="binary_crossentropy",
+        loss="categorical_crossentropy",
         metrics=["accuracy"] + ([TrainingAuc()] if train_auc else []),
         jit_compile=jit_compile,
     )

@@ -14,6 +14,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -641,6 +642,37 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
     return save, save / name
 
 
+# An INFO line of TensorFlow's C++ logging, and absl's notice that precedes such lines.
+TF_INFO_LINE = re.compile(r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+                          r"|WARNING: All log messages before absl::InitializeLog\(\)")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras without their start-up INFO lines (oneDNN is on, no CUDA
+    driver), which hide the run's own first lines: TensorFlow 2.21 prints them at import,
+    before TF_CPP_MIN_LOG_LEVEL applies. Whatever else reaches stderr meanwhile (a warning,
+    an error) is passed on."""
+    import tempfile
+
+    # TensorFlow's C++ messages after start-up (graph-version notices) hide the epoch lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (imports TensorFlow)
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(x for x in lines if not TF_INFO_LINE.match(x)))
+            sys.stderr.flush()
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) and SIGTERM (a batch system's kill, or `kill PID`) stop the run at the
     next safe point, with the resume command.
@@ -739,8 +771,7 @@ def _main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    # TensorFlow's C++ start-up chatter (and harmless graph-version notices) hide the epoch lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import_tensorflow_quietly()
     import keras
     import numpy as np
     import tensorflow as tf

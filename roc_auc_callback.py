@@ -59,7 +59,7 @@ class TrainingAuc(keras.metrics.AUC):
         name: log key.
 
     Example:
-        >>> model.compile("adam", "binary_crossentropy", metrics=["accuracy", TrainingAuc()])
+        >>> model.compile("adam", "categorical_crossentropy", metrics=["accuracy", TrainingAuc()])
     """
 
     def __init__(self, num_thresholds=10_001, name="auc", **kwargs):
@@ -107,7 +107,7 @@ class RocAucCallback(keras.callbacks.Callback):
         seed: seed of that draw.
 
     Example:
-        >>> model.compile("adam", "binary_crossentropy", metrics=["accuracy", TrainingAuc()])
+        >>> model.compile("adam", "categorical_crossentropy", metrics=["accuracy", TrainingAuc()])
         >>> model.fit(x_tr, y_tr, callbacks=[RocAucCallback(validation_data=(x_va, y_va)),
         ...                                  keras.callbacks.CSVLogger("log.csv")])
     """

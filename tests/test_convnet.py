@@ -119,6 +119,29 @@ def test_output_is_float32_even_under_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_loss_is_binary_cross_entropy_of_the_softmax_probabilities():
+    """The paper's loss: mean over genes and both outputs of -[y log p + (1 - y) log(1 - p)].
+    Keras 3's "binary_crossentropy" on a softmax output scores the logits instead."""
+    keras.utils.set_random_seed(2)
+    model = Convnet.compile_model(Convnet.Conv1DNet(), 0.001)
+    out = model.get_layer("output")
+    kernel, bias = out.get_weights()
+    out.set_weights([kernel * 20, bias])  # confident outputs: the two losses far apart
+    rng = np.random.default_rng(2)
+    x = rng.random((64, 505, 1), dtype=np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 64)]
+    p = model.predict(x, verbose=0).astype(np.float64)
+    paper = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    loss = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, paper, rtol=1e-5)
+    # Not the logits-as-sigmoids loss, which differs from it by far more than the tolerance.
+    features = keras.Model(model.input, model.get_layer("dense3").output).predict(x, verbose=0)
+    z = features @ (kernel * 20) + bias
+    sigmoid = 1 / (1 + np.exp(-z.astype(np.float64)))
+    other = -np.mean(y * np.log(sigmoid) + (1 - y) * np.log(1 - sigmoid))
+    assert abs(other - paper) > 100 * 1e-5 * paper
+
+
 def test_lr_schedule():
     schedule = Convnet.lr_schedule(0.001, 0.9)
     np.testing.assert_allclose([schedule(e) for e in range(3)], [0.001, 0.0009, 0.00081])

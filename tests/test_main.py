@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error
 
 import data
+import main
 
 PER_CELL_FILES = ["log.csv", "log.png", "roc.png", "predictions.csv", "best_model.keras",
                   "final_model.keras", "tensorboard"]
@@ -43,6 +44,8 @@ def test_per_cell_run_writes_everything(per_cell_run, tiny_dir):
     save, res = per_cell_run
     assert "Cell 1/3: S001" in res.stdout and "Cell 3/3: S003" in res.stdout
     assert "mean AUC" in res.stdout and "median AUC" in res.stdout
+    # TensorFlow's start-up INFO lines (oneDNN, CUDA) are kept off the terminal.
+    assert not [x for x in res.stderr.splitlines() if main.TF_INFO_LINE.match(x)], res.stderr
     args = pd.read_json(save / "args.json", typ="series")
     assert args["epochs"] == 1 and args["seed"] == 3 and not args["mix"]
     assert not (save / "output-mix.csv").exists()  # --mix false does not mix
@@ -126,6 +129,18 @@ one_line_error = assert_one_line_error
 def test_bad_command_lines(tiny_dir, tmp_path, argv, fragment):
     one_line_error(run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", *argv,
                        check=False), fragment)
+
+
+def test_only_tensorflows_info_lines_are_held_back():
+    info = ("I0000 00:00:1795573233.450325   32190 port.cc:153] oneDNN custom operations are on.",
+            "I0000 00:00:1795573233.451296   32190 cudart_stub.cc:31] Could not find cuda drivers",
+            "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    kept = ("E0000 00:00:1795573221.507637   32086 cuda_platform.cc:52] failed call to cuInit",
+            "W0000 00:00:1795573221.507637   32086 cpu_feature_guard.cc:12] slow build",
+            "ImportError: libcudart.so.12: cannot open shared object file",
+            "  I0000 00:00:1.2   1 a.cc:1] quoted, not a log line")
+    assert all(main.TF_INFO_LINE.match(x) for x in info)
+    assert not any(main.TF_INFO_LINE.match(x) for x in kept)
 
 
 def test_no_data_says_how_to_get_it(tmp_path):
