@@ -804,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="store_true",
                    help="first regenerate the example: generated data named after the "
                         "published cells, then a per-cell and a mixed run of main.py (about "
-                        "10 minutes on 2 CPU cores) [Default: off]")
+                        "5 to 20 minutes on 2 CPU cores) [Default: off]")
     p.add_argument("--example_dir", default="logs/example",
                    help="with --rerun, where the generated data, models and logs go "
                         "[Default: %(default)s]")
