@@ -245,7 +245,7 @@ def train(
 
     exact_train_auc = train_auc_subsample is not None
     compile_model(model, lr, jit_compile=jit_compile, train_auc=not exact_train_auc)
-    extra, callbacks = list(callbacks), [
+    own = [
         # First: later callbacks read the auc / val_* keys it adds to the logs.
         RocAucCallback(
             train if exact_train_auc else None, valid, train_subsample=train_auc_subsample
@@ -257,14 +257,13 @@ def train(
     # TensorFlow >= 2.20 no longer installs TensorBoard; its callback would crash
     # at the first epoch, so train without it rather than lose the run.
     if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(
+        own.append(
             keras.callbacks.TensorBoard(
                 os.path.join(save_dir, "tensorboard"), histogram_freq=1 if debug else 0
             )
         )
     else:
         warnings.warn("tensorboard is not installed: no TensorBoard logs", stacklevel=2)
-    callbacks += extra
     # Arrays, not a hand-made tf.data pipeline: Keras already turns them into a
     # prefetched, per-epoch reshuffled, vectorised-gather pipeline.
     fit = model.fit(
@@ -273,7 +272,7 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
-        callbacks=callbacks,
+        callbacks=own + list(callbacks),
         verbose=verbose,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}

@@ -681,8 +681,8 @@ class StopRequest:
     wherever the main thread happens to be, and inside a garbage-collection callback (of
     TensorFlow's weak references, say) Python prints the exception and drops it; a run
     interrupted there went on to finish. So the handler only records the signal, and check()
-    raises KeyboardInterrupt where nothing swallows it: before each training or prediction
-    batch, after each epoch, and between cells. A second signal raises at once."""
+    raises KeyboardInterrupt where nothing swallows it: before each training batch, after
+    each epoch, and between cells. A second signal raises at once."""
 
     def __init__(self):
         self.signum = None
@@ -706,7 +706,8 @@ class StopRequest:
             raise KeyboardInterrupt
 
     def callback(self):
-        """A Keras callback that calls check() before every batch and after every epoch."""
+        """A Keras callback for fit that calls check() before every training batch and after
+        every epoch."""
         import keras
 
         stop = self
@@ -715,8 +716,6 @@ class StopRequest:
             # Batch *begin* hooks: an end hook would make Keras fetch each batch's metrics.
             def on_train_batch_begin(self, batch, logs=None):
                 stop.check()
-
-            on_predict_batch_begin = on_test_batch_begin = on_train_batch_begin
 
             def on_epoch_end(self, epoch, logs=None):
                 stop.check()
