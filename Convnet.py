@@ -1,7 +1,8 @@
-"""Conv1DNet (Chaubey et al., SSCI 2019) and its train / test loops.
+"""Conv1DNet (Chaubey et al., SSCI 2019) and its train / test loops: build, compile, fit with
+the AUC callback and checkpoints, save and load, predict and score one split.
 
-Inputs everywhere: x float32 (n, L, 1) with L = input_length(variant),
-y float32 one-hot (n, 2) over {low, high} expression.
+It reads no data files and draws nothing (data.py and utils.py do). Inputs everywhere: x float32
+(n, L, 1) with L = input_length(variant), y float32 one-hot (n, 2) over {low, high} expression.
 """
 
 import dataclasses
@@ -15,9 +16,10 @@ import numpy as np
 from keras import layers
 
 import data
-from roc_auc_callback import RocAucCallback, TrainingAuc, roc_auc
+import files
+from roc_auc_callback import RocAucCallback, TrainingAuc, accuracy, high_probability, roc_auc
 
-VARIANTS = ("full", "no_spatial_dropout", "no_additional_features")
+VARIANTS = data.VARIANTS
 
 
 def input_length(variant):
@@ -101,21 +103,6 @@ def lr_schedule(lr, lr_decay):
     return schedule
 
 
-def save_model(model, path):
-    """``model.save(path)`` through a temporary file and a rename: a run killed mid-save leaves
-    the previous file or the new one, never a torn one that would load as garbage."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp.keras")  # Keras wants .keras
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever `monitor` strictly improves (so ties keep the first epoch).
 
@@ -137,7 +124,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         if value < self.best if self.mode == "min" else value > self.best:
             self.best = value
-            save_model(self.model, self.path)
+            files.save_model(self.model, self.path)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -157,15 +144,7 @@ class EpochLog(keras.callbacks.Callback):
         lines = [",".join(["epoch", *keys])]
         lines += [",".join([str(r["epoch"]), *(repr(r.get(k, math.nan)) for k in keys)])
                   for r in self.rows]
-        text = "\n".join(lines) + "\n"
-
-        def write(tmp):
-            with open(tmp, "w") as f:
-                f.write(text)
-
-        from utils import atomic_write
-
-        atomic_write(self.path, write)
+        files.write_text(self.path, "\n".join(lines) + "\n")
 
 
 @dataclasses.dataclass
@@ -276,12 +255,12 @@ def train(
         verbose=verbose,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    save_model(model, final_path)
+    files.save_model(model, final_path)
 
     values = np.asarray(history.get(monitor, [math.nan] * epochs), dtype=np.float64)
     if np.all(np.isnan(values)):
         best_epoch = len(values)
-        save_model(model, best_path)
+        files.save_model(model, best_path)
     else:
         # Strict improvement in the checkpoint, first index here: ties -> first.
         best = np.nanargmin(values) if mode == "min" else np.nanargmax(values)
@@ -296,7 +275,7 @@ def load_model(path):
 
 def predict_proba(model, x, batch_size=1000):
     """Class-1 (high expression) probability: x float32 (n, L, 1) -> float32 (n,)."""
-    return model.predict(x, batch_size=batch_size, verbose=0)[:, 1].astype(np.float32)
+    return high_probability(model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def test(model, x, y, batch_size=1000):
@@ -310,8 +289,7 @@ def test(model, x, y, batch_size=1000):
         argmax match), n (int), proba (float32 (n,), class-1 probability).
     """
     pred = model.predict(x, batch_size=batch_size, verbose=0)
-    proba = pred[:, 1].astype(np.float32)
+    proba = high_probability(pred)
     y = np.asarray(y)
-    # Argmax on both sides, exactly as Keras' accuracy on a one-hot target.
-    accuracy = float(np.mean(np.argmax(pred, axis=1) == np.argmax(y, axis=1)))
-    return {"auc": roc_auc(y, proba), "accuracy": accuracy, "n": int(len(y)), "proba": proba}
+    return {"auc": roc_auc(y, proba), "accuracy": accuracy(y, pred), "n": int(len(y)),
+            "proba": proba}

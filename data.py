@@ -14,7 +14,9 @@ that matrix divided by their largest value. The model sees it as a ``(505, 1)`` 
 Command line::
 
     python data.py synth --out DIR --cells 3 --genes 200 --seed 0   # generate a data_dir
-    python data.py download --data_dir data   # the real data from Zenodo, verified, resumable
+
+Getting the real data (Zenodo) is download.py's job; the network and its training are
+Convnet.py's.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+import files
 
 MARKS = ("H3K27me3", "H3K36me3", "H3K4me1", "H3K4me3", "H3K9me3")
 COLUMNS = ("gene_id", "bin_id") + MARKS + ("label",)
@@ -85,6 +88,14 @@ class MixedData:
 
 def input_length(additional_features: bool = True) -> int:
     return N_BINS * N_MARKS + (N_MARKS if additional_features else 0)
+
+
+# The network's variants (Convnet.Conv1DNet builds them) and their names in legends. Here, not in
+# Convnet.py, so the command lines offer them without importing TensorFlow; one of them only
+# changes the input: no_additional_features reads 500 values per gene instead of 505.
+VARIANT_LABELS = {"full": "full", "no_spatial_dropout": "no spatial dropout",
+                  "no_additional_features": "no additional features"}
+VARIANTS = tuple(VARIANT_LABELS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,21 +409,21 @@ def _cache_path(path: Path, additional_features: bool) -> Path:
 
 
 def _write_cache(cache: Path, split: Split) -> None:
-    """Write into a temporary folder and rename it into place, so a reader never sees half a
-    cache; stale keys of the same split are removed. A read-only data folder means no cache."""
-    tmp = None
-    try:
-        cache.parent.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+    """Write the arrays as one folder renamed into place, so a reader never sees half a cache;
+    stale keys of the same split are removed first. A read-only data folder means no cache."""
+
+    def write(tmp: Path) -> None:
         np.save(tmp / "x.npy", split.x)
         np.save(tmp / "labels.npy", split.labels)
         np.save(tmp / "ids.npy", split.ids)
+
+    try:
+        cache.parent.mkdir(exist_ok=True)
         for old in cache.parent.glob(cache.name.split("-")[0] + "-*"):
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, cache)
+        files.atomic_folder(cache, write)
     except OSError:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        pass
 
 
 def _read_cache(cache: Path, what: tuple[str, ...] = ("x", "labels", "ids")) -> dict | None:
@@ -635,667 +646,16 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
 
 
 # ---------------------------------------------------------------------------------------------
-# Downloading and unpacking the Zenodo record
-#
-# <data_dir>/.download/ holds the record's files: ``<key>.<md5 prefix>.part`` while it downloads
-# (continued by an HTTP Range request on the next run), ``<key>`` once its size and MD5 match the
-# record, and ``<key>.cells`` (the cells it holds) once unpacked. An archive is unpacked into
-# ``<data_dir>/.unpack-*/`` and each complete cell is renamed into place, so an interrupted
-# unpack never leaves a half cell that looks complete.
-
-ZENODO_URL = "https://zenodo.org"
-ZENODO_RECORD = "2652278"
-DOWNLOAD_DIR = ".download"
-_HTTP_TIMEOUT_S = 60
-_CHUNK = 1 << 20
-_USER_AGENT = "gene-expression-1d-cnn data.py (python urllib)"
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
-_AGAIN = "run the same command again: finished files are kept and a partial one resumes"
-
-
-class DownloadError(DataError):
-    """A network or server failure while downloading, said in one line with how to retry."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying: HTTP 5xx/408/429, a timeout, a refused, reset or dropped
-    connection. ``wait`` is the server's Retry-After in seconds, if it sent one."""
-
-    def __init__(self, message: str, wait: float | None = None):
-        super().__init__(message)
-        self.wait = wait
-
-
-@dataclass
-class RecordFile:
-    """One file of a Zenodo record as the records API lists it: name, bytes, MD5, byte URL."""
-
-    key: str
-    size: int
-    md5: str
-    url: str
-
-
-def _human(n: float) -> str:
-    """Bytes in decimal units, as Zenodo shows them: 1.2 GB."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def _describe(e: BaseException) -> str:
-    """A network failure in a few words."""
-    import http.client
-    import socket
-    import urllib.error
-
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code} {e.reason}"
-    reason = e.reason if isinstance(e, urllib.error.URLError) else e
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve the host name ({reason.strerror or reason})"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, TimeoutError):
-        return f"no answer within {_HTTP_TIMEOUT_S} s"
-    if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                           http.client.IncompleteRead, http.client.RemoteDisconnected)):
-        return "connection dropped"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
-
-
-def _open(url: str, headers: dict | None = None):
-    """urlopen, with failures sorted into _Transient (retry) and HTTPError 4xx (give up)."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **(headers or {})})
-    try:
-        return urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S)
-    except urllib.error.HTTPError as e:
-        e.close()
-        if e.code in (408, 429) or e.code >= 500:
-            wait = e.headers.get("Retry-After", "") if e.headers else ""
-            # Zenodo rate-limits with 429 and says how long to wait; capped so that a run
-            # never sits silent for long.
-            raise _Transient(_describe(e), min(float(wait), 60.0) if wait.isdigit() else None) \
-                from None
-        raise
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise _Transient(_describe(e)) from None
-    except ValueError as e:  # a malformed address: unknown scheme, bad port
-        raise DownloadError(f"{url}: not a usable address ({e})") from None
-
-
-def _retrying(action, what: str, retries: int, backoff: float, hint: str):
-    """Run ``action()``; after a _Transient failure wait ``backoff * 2**attempt`` seconds (or the
-    server's Retry-After) and try again, at most ``retries`` more times."""
-    import time
-
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except _Transient as e:
-            if attempt == retries:
-                tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-                raise DownloadError(f"{what}: {e} ({tries}); {hint}") from None
-            delay = e.wait if e.wait is not None else backoff * 2 ** attempt
-            print(f"warning: {what}: {e}; retrying in {delay:.3g} s "
-                  f"(attempt {attempt + 2} of {retries + 1})", file=sys.stderr)
-            time.sleep(delay)
-
-
-def _record_files(payload, api: str, base: str, record: str) -> list[RecordFile]:
-    """The files of a records-API answer: the legacy list, or InvenioRDM's ``entries``."""
-    import re
-    import urllib.parse
-
-    files = payload.get("files") if isinstance(payload, dict) else None
-    if isinstance(files, dict):
-        files = files.get("entries")
-        files = list(files.values()) if isinstance(files, dict) else files
-    if not isinstance(files, list):
-        raise DownloadError(f"{api}: the answer lists no files (is the record restricted, or "
-                            "--zenodo_url not a Zenodo server?)")
-    out = []
-    for entry in files:
-        entry = entry if isinstance(entry, dict) else {}
-        key = entry.get("key") or entry.get("filename")
-        checksum = str(entry.get("checksum") or "")
-        md5 = checksum[4:] if checksum.lower().startswith("md5:") else checksum
-        size = entry.get("size", entry.get("filesize"))
-        links = entry.get("links") if isinstance(entry.get("links"), dict) else {}
-        # The file's name becomes a path under .download/: a plain name only.
-        if (not isinstance(key, str) or not key or key.startswith(".") or "/" in key
-                or "\\" in key or "\0" in key):
-            raise DownloadError(f"{api}: the record lists an unusable file name {key!r}")
-        if not isinstance(size, int) or size < 0 or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-            raise DownloadError(f"{api}: file {key} has no valid size and MD5 checksum in the "
-                                "record, so it cannot be verified")
-        # Newer Zenodo gives the bytes as links.content (links.self is then the metadata);
-        # the legacy answer gives them as links.self.
-        link = links.get("content") or links.get("self") or (
-            f"{base}/api/records/{record}/files/{urllib.parse.quote(key)}/content")
-        out.append(RecordFile(key, size, md5.lower(), urllib.parse.urljoin(api, link)))
-    if not out:
-        raise DownloadError(f"{api}: the record lists no files")
-    return out
-
-
-def fetch_record(zenodo_url: str = ZENODO_URL, record: str = ZENODO_RECORD, retries: int = 4,
-                 backoff: float = 1.0) -> list[RecordFile]:
-    """The files of a Zenodo record, from ``GET {zenodo_url}/api/records/{record}``."""
-    import http.client
-    import json
-    import re
-    import urllib.error
-    import urllib.parse
-
-    base = zenodo_url.rstrip("/")
-    address = urllib.parse.urlsplit(base)
-    try:
-        address.port  # raises on a port that is not a number in 0..65535
-    except ValueError:
-        address = address._replace(netloc="")
-    if address.scheme not in ("http", "https") or not address.netloc:
-        raise DataError(f"--zenodo_url {zenodo_url!r}: expected an http(s) address such as "
-                        f"{ZENODO_URL}")
-    if not re.fullmatch(r"[\w-]+", str(record)):
-        raise DataError(f"--record {record!r}: expected a record id such as {ZENODO_RECORD}")
-    api = f"{base}/api/records/{record}"
-
-    def get():
-        with _open(api, {"Accept": "application/json"}) as resp:
-            try:
-                return resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                raise _Transient(_describe(e)) from None
-
-    hint = "check the network and --zenodo_url, then run the same command again"
-    try:
-        body = _retrying(get, api, retries, backoff, hint)
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"{api}: {_describe(e)}; check --record and --zenodo_url "
-                            f"(or ZENODO_URL), then run the same command again") from None
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise DownloadError(f"{api}: the answer is not JSON; is --zenodo_url a Zenodo "
-                            "server?") from None
-    return _record_files(payload, api, base, record)
-
-
-def _verify(path: Path, f: RecordFile) -> str | None:
-    """None if ``path`` has the record's size and MD5, else the problem."""
-    size = path.stat().st_size
-    if size != f.size:
-        return f"{size:,} bytes where the record lists {f.size:,}"
-    md5 = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            md5.update(block)
-    if md5.hexdigest() != f.md5:
-        return f"MD5 {md5.hexdigest()} where the record lists {f.md5}"
-    return None
-
-
-def _progress_bar(enabled: bool):
-    """Rich's progress bar (a Keras dependency) with bytes, speed and time left, on stderr."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
-
-    console = Console(stderr=True)
-    # Off when stderr is not a terminal: a log file gets the one summary line per file instead.
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not (enabled and console.is_terminal))
-
-
-def _fetch_once(f: RecordFile, part: Path, bar, task, fetched: list[int]) -> None:
-    """One attempt at the rest of ``part``: a Range request from its current size."""
-    import http.client
-    import urllib.error
-
-    have = part.stat().st_size if part.exists() else 0
-    if have > f.size:
-        part.unlink()
-        have = 0
-    if have == f.size:
-        return
-    try:
-        resp = _open(f.url, {"Range": f"bytes={have}-"} if have else None)
-    except urllib.error.HTTPError as e:
-        if e.code == 416:  # the server cannot serve from that offset: start over
-            part.unlink(missing_ok=True)
-            bar.update(task, completed=0)
-            raise _Transient("the server cannot resume it; starting over") from None
-        raise DownloadError(f"{f.key} ({f.url}): {_describe(e)}; check --zenodo_url (or "
-                            "ZENODO_URL), then run the same command again") from None
-    with resp:
-        if resp.status == 206 and not resp.headers.get("Content-Range", "").startswith(
-                f"bytes {have}-"):
-            part.unlink(missing_ok=True)
-            raise _Transient("the server answered with another byte range; starting over")
-        if resp.status != 206:
-            have = 0  # the server ignored the Range header and sends the whole file
-        bar.update(task, completed=have)
-        with open(part, "ab" if have else "wb") as out:
-            while True:
-                try:
-                    chunk = resp.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as e:
-                    raise _Transient(f"{_describe(e)} after {have:,} of {f.size:,} bytes") \
-                        from None
-                if not chunk:
-                    break
-                if have + len(chunk) > f.size:
-                    out.close()
-                    part.unlink()
-                    raise DownloadError(f"{f.key} ({f.url}): the server sent more than the "
-                                        f"{f.size:,} bytes the record lists; the partial file "
-                                        "was removed; run the same command again")
-                try:
-                    out.write(chunk)
-                except OSError as e:
-                    raise DataError(f"{part}: cannot write: {e.strerror}") from None
-                have += len(chunk)
-                fetched[0] += len(chunk)
-                bar.update(task, advance=len(chunk))
-    if have < f.size:
-        # A body cut short raises nothing in http.client: only the byte count tells.
-        raise _Transient(f"connection closed after {have:,} of {f.size:,} bytes")
-
-
-def download_file(f: RecordFile, folder: Path, retries: int = 4, backoff: float = 1.0,
-                  progress: bool = True) -> Path:
-    """Download one record file into ``folder`` and verify its size and MD5; returns its path.
-
-    A file already there and verified is not fetched again (one that fails verification is
-    removed and fetched again); a ``.part`` left by an interrupted run is continued; a download
-    that fails verification is removed and reported (DownloadError), never kept.
-    """
-    import glob
-    import time
-
-    final = folder / f.key
-    if final.is_file():
-        problem = _verify(final, f)
-        if problem is None:
-            print(f"{f.key}: already downloaded, size and MD5 verified")
-            return final
-        final.unlink()
-        print(f"warning: {final}: {problem}; removed, downloading it again", file=sys.stderr)
-    # The MD5 in the name: a part left from another version of the file is never continued.
-    part = folder / f"{f.key}.{f.md5[:8]}.part"
-    for stale in folder.glob(glob.escape(f.key) + ".*.part"):
-        if stale != part:
-            stale.unlink()
-    have = part.stat().st_size if part.exists() else 0
-    free = shutil.disk_usage(folder).free
-    if f.size - have > free:
-        raise DataError(f"{folder}: {f.key} needs {_human(f.size - have)} more, only "
-                        f"{_human(free)} free; free some space and run the same command again")
-    print(f"{f.key}: {'resuming at ' + _human(have) + ' of ' if have else 'downloading '}"
-          f"{_human(f.size)} from {f.url}")
-    start, fetched = time.monotonic(), [0]
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(f.key, total=f.size, completed=have)
-        _retrying(lambda: _fetch_once(f, part, bar, task, fetched), f"{f.key} ({f.url})",
-                  retries, backoff, "check the network, then " + _AGAIN)
-    seconds = max(time.monotonic() - start, 1e-6)
-    problem = _verify(part, f)
-    if problem is not None:
-        part.unlink()
-        raise DownloadError(f"{f.key}: {problem}; the file was removed, not used; run the "
-                            "same command again to download it afresh")
-    os.replace(part, final)
-    print(f"{f.key}: fetched {_human(fetched[0])} in {seconds:.1f} s "
-          f"({_human(fetched[0] / seconds)}/s); size and MD5 verified")
-    return final
-
-
-def _archive_stem(name: str) -> str:
-    """The file name without its archive suffix: E003.tar.gz -> E003."""
-    lower = name.lower()
-    for suffix in _ARCHIVE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _unsafe(name: str) -> str | None:
-    """Why a member name may not be unpacked, or None. Backslashes count as separators, since
-    an archive made on Windows may use them."""
-    import re
-
-    parts = name.replace("\\", "/").split("/")
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        return "an absolute path"
-    if ".." in parts:
-        return "a path through '..'"
-    if "\0" in name:
-        return "a NUL byte in its name"
-    return None
-
-
-def _member_target(name: str, stem: str) -> tuple[str, str] | None:
-    """(cell, split) when the member is a split file of the layout main.py reads, else None.
-
-    ``.../<cell>/classification/<split>.csv`` at any depth; in a per-cell archive (``stem`` its
-    name without suffix) also ``classification/<split>.csv`` or ``<split>.csv`` at its root.
-    """
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or not parts[-1].endswith(".csv") or parts[-1][:-4] not in SPLITS:
-        return None
-    split = parts[-1][:-4]
-    if len(parts) >= 3 and parts[-2] == "classification":
-        cell = parts[-3]
-    elif parts[:-1] in ([], ["classification"]):
-        cell = stem
-    else:
-        return None
-    # Hidden names (.cache, .download, ..) are never cells.
-    if not cell or cell.startswith(".") or _unsafe(cell):
-        return None
-    return cell, split
-
-
-def _cell_complete(data_dir: Path, cell: str) -> bool:
-    return all((data_dir / cell / "classification" / f"{s}.csv").is_file() for s in SPLITS)
-
-
-@dataclass
-class Unpacked:
-    """What ``unpack`` did. found: every cell the archive holds completely, asked for or not;
-    new: cells moved into place; completed: existing cell -> split files added; kept: existing
-    complete cells left as they were; incomplete: cell -> splits the archive lacks."""
-
-    found: list[str]
-    new: list[str]
-    completed: dict[str, list[str]]
-    kept: list[str]
-    incomplete: dict[str, list[str]]
-
-
-def unpack(archive: str | os.PathLike, data_dir: str | os.PathLike,
-           cells: set[str] | None = None, name: str | None = None,
-           progress: bool = False) -> Unpacked:
-    """Unpack the split files of a zip or tar (.gz/.bz2/.xz) archive as
-    ``<data_dir>/<cell>/classification/{train,valid,test}.csv``, whatever folders they sit in.
-
-    Only ``cells`` are written (all when None). An archive with an unsafe member (absolute
-    path, ``..``, a link or a device) is refused as a whole before anything is moved into
-    place. Each cell is written into a temporary folder inside data_dir and renamed into place
-    when complete. Existing files are never overwritten: a complete existing cell is kept,
-    split files missing from an existing cell are added. Other members are ignored.
-    ``name``: the archive's name in the record (its stem names a per-cell archive's cell);
-    ``progress``: a bar over the archive's bytes on a terminal.
-    """
-    import contextlib
-    import functools
-    import stat
-    import tarfile
-    import zipfile
-    import zlib
-
-    archive, data_dir = Path(archive), Path(data_dir)
-    stem = _archive_stem(name or archive.name)
-    written: dict[str, dict[str, str]] = {}  # cell -> split -> member, of the cells unpacked
-    seen: dict[str, set[str]] = {}  # cell -> splits, of every cell in the archive
-
-    def refuse(member: str, why: str):
-        raise DataError(f"{archive}: refused: member {member!r} is {why}, which could write "
-                        f"outside {data_dir}; nothing was unpacked from this archive")
-
-    def take(tmp: Path, member: str, open_member) -> None:
-        target = _member_target(member, stem)
-        if target is None:
-            return
-        cell, split = target
-        seen.setdefault(cell, set()).add(split)
-        if cells is not None and cell not in cells:
-            return
-        splits = written.setdefault(cell, {})
-        if split in splits:
-            raise DataError(f"{archive}: holds {cell}'s {split}.csv twice ({splits[split]} and "
-                            f"{member}); cannot tell which to use")
-        dest = tmp / cell / "classification" / f"{split}.csv"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open_member() as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, _CHUNK)
-        splits[split] = member
-
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=".unpack-"))
-    except OSError as e:
-        raise DataError(f"{data_dir}: cannot write: {e.strerror}") from None
-    stack = contextlib.ExitStack()
-    class Counted:
-        """The archive's bytes as tarfile reads them, counted for the progress bar."""
-
-        def __init__(self, raw, advance):
-            self.raw, self.advance = raw, advance
-
-        def read(self, n=-1):
-            block = self.raw.read(n)
-            self.advance(len(block))
-            return block
-
-    try:
-        bar = stack.enter_context(_progress_bar(progress))
-        task = bar.add_task(f"unpacking {archive.name}", total=archive.stat().st_size)
-        advance = functools.partial(bar.update, task)
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                # The central directory lists every member: check them all before writing.
-                for info in infos:
-                    why = _unsafe(info.filename)
-                    if why is None and stat.S_ISLNK(info.external_attr >> 16):
-                        why = "a symbolic link"
-                    if why:
-                        refuse(info.filename, why)
-                for info in infos:
-                    if not info.is_dir():
-                        take(tmp, info.filename, functools.partial(zf.open, info))
-                    advance(advance=info.compress_size)
-        elif tarfile.is_tarfile(archive):
-            # Stream mode: one pass over the compressed bytes. A member is checked before its
-            # bytes are read; a refusal drops the temporary folder, so nothing lands.
-            raw = stack.enter_context(open(archive, "rb"))
-            counted = Counted(raw, lambda n: advance(advance=n))
-            with tarfile.open(fileobj=counted, mode="r|*") as tf:
-                for member in tf:
-                    why = _unsafe(member.name)
-                    if why is None and (member.issym() or member.islnk()):
-                        why = f"a link (to {member.linkname!r})"
-                    if why is None and not (member.isfile() or member.isdir()):
-                        why = "a device, FIFO or other special file"
-                    if why:
-                        refuse(member.name, why)
-                    if member.isfile():
-                        take(tmp, member.name, functools.partial(tf.extractfile, member))
-        else:
-            raise DataError(f"{archive}: not a zip or tar archive")
-        result = Unpacked(sorted(c for c, s in seen.items() if len(s) == len(SPLITS)),
-                          [], {}, [], {})
-        for cell in sorted(written):
-            missing = [s for s in SPLITS if s not in written[cell]]
-            if missing:
-                result.incomplete[cell] = missing
-                continue
-            dest = data_dir / cell
-            if not dest.exists() and not dest.is_symlink():
-                os.replace(tmp / cell, dest)
-                result.new.append(cell)
-                continue
-            if not dest.is_dir():
-                raise DataError(f"{dest}: exists and is not a folder; move it away and run "
-                                "the same command again")
-            cls = dest / "classification"
-            cls.mkdir(exist_ok=True)
-            added = [s for s in SPLITS if not (cls / f"{s}.csv").exists()]
-            for s in added:
-                os.replace(tmp / cell / "classification" / f"{s}.csv", cls / f"{s}.csv")
-            if added:
-                result.completed[cell] = added
-            else:
-                result.kept.append(cell)
-        return result
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise DataError(f"{data_dir}: cannot write while unpacking {archive.name}: "
-                            f"{e.strerror}") from None
-        raise DataError(f"{archive}: damaged archive ({e}); delete it and run the same "
-                        "command again") from None
-    finally:
-        stack.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _lock(folder: Path):
-    """An exclusive lock on ``folder`` (POSIX), so two downloads never share a ``.part``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def held():
-        try:
-            import fcntl
-        except ImportError:  # Windows: no lock, the user runs one download at a time
-            yield
-            return
-        try:
-            fh = open(folder / ".lock", "w")
-        except OSError as e:
-            raise DataError(f"{folder}: cannot write: {e.strerror}") from None
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DataError(f"{folder.parent}: another download into this folder is "
-                                "running; wait for it to end") from None
-            yield
-
-    return held()
-
-
-def _parse_cells(cells: str | list[str] | None) -> set[str] | None:
-    if cells is None:
-        return None
-    if isinstance(cells, str):
-        cells = cells.split(",")
-    chosen = {c.strip() for c in cells if c.strip()}
-    bad = [c for c in chosen if c.startswith(".") or _unsafe(c) or "/" in c or "\\" in c]
-    if not chosen or bad:
-        raise DataError(f"--cells {','.join(cells)}: expected cell names such as E003,E005")
-    return chosen
-
-
-def download(data_dir: str | os.PathLike = "data", cells: str | list[str] | None = None,
-             zenodo_url: str | None = None, record: str = ZENODO_RECORD, retries: int = 4,
-             backoff: float = 1.0, progress: bool = True, list_only: bool = False) -> list[str]:
-    """Download, verify and unpack the record's files into ``data_dir``; returns the cells in
-    data_dir afterwards (``list_cells``).
-
-    zenodo_url: the server (a mirror); None means $ZENODO_URL, else https://zenodo.org.
-    cells: only these (comma-separated or a list). When the record has a file per cell
-    (``E003.zip``...), only theirs are downloaded; otherwise its archives are downloaded whole
-    and only these cells unpacked. Raises DownloadError (network) or DataError (anything else).
-    """
-    zenodo_url = zenodo_url or os.environ.get("ZENODO_URL") or ZENODO_URL
-    wanted = _parse_cells(cells)
-    data_dir = Path(data_dir)
-    files = fetch_record(zenodo_url, record, retries, backoff)
-    print(f"record {record} at {zenodo_url}: {len(files)} file{'s' if len(files) > 1 else ''}, "
-          f"{_human(sum(f.size for f in files))}: "
-          + ", ".join(f"{f.key} ({_human(f.size)})" for f in files))
-    if list_only:
-        return []
-    if wanted is not None:
-        per_cell = [f for f in files if _archive_stem(f.key) in wanted]
-        if per_cell:
-            missing = sorted(wanted - {_archive_stem(f.key) for f in per_cell})
-            if missing:
-                raise DataError(f"record {record} has no file for cell(s) {', '.join(missing)} "
-                                f"(its files: {', '.join(f.key for f in files)})")
-            files = per_cell
-    folder = data_dir / DOWNLOAD_DIR
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{folder}: cannot create: {e.strerror}") from None
-    found: set[str] = set()
-    with _lock(folder):
-        # Left by an unpack that was interrupted (the lock says none is running now).
-        for old in data_dir.glob(".unpack-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        paths = [download_file(f, folder, retries, backoff, progress) for f in files]
-        for f, path in zip(files, paths):
-            found |= _unpack_once(f, path, data_dir, wanted)
-    if wanted is not None and wanted - found:
-        raise DataError(f"cell(s) {', '.join(sorted(wanted - found))} not in record {record} "
-                        f"(it holds {len(found)}: {', '.join(sorted(found)) or 'none'})")
-    if not found:
-        raise DataError(f"record {record}: no <cell>/classification/{{train,valid,test}}.csv "
-                        f"found in its files; they are in {folder}")
-    ready = list_cells(data_dir, warn=False)
-    print(f"{len(ready)} cell{'s' if len(ready) > 1 else ''} ready in {data_dir}: "
-          f"{', '.join(ready)}; train with: python main.py --data_dir {data_dir}")
-    return ready
-
-
-def _unpack_once(f: RecordFile, path: Path, data_dir: Path, wanted: set[str] | None) -> set[str]:
-    """Unpack one downloaded file unless a former run did and its cells are still in place;
-    returns the cells the file holds."""
-    import json
-    import tarfile
-    import zipfile
-
-    marker = path.with_name(path.name + ".cells")
-    try:
-        done = json.loads(marker.read_text())
-        known = set(done["cells"]) if done.get("md5") == f.md5 else None
-    except (OSError, ValueError, KeyError, TypeError):
-        known = None
-    # Cells the archive does not hold need no second look inside it.
-    if known is not None and all(_cell_complete(data_dir, c)
-                                 for c in (known if wanted is None else wanted & known)):
-        print(f"{f.key}: already unpacked ({len(known)} cells)")
-        return known
-    if not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
-        print(f"{f.key}: not an archive; left in {path}")
-        return set()
-    print(f"{f.key}: unpacking into {data_dir}")
-    result = unpack(path, data_dir, wanted, f.key, progress=True)
-    for cell, missing in result.incomplete.items():
-        print(f"warning: {f.key}: {cell} lacks {', '.join(s + '.csv' for s in missing)}; "
-              "not unpacked", file=sys.stderr)
-    lines = []
-    if result.new:
-        lines.append(f"unpacked {len(result.new)}: {', '.join(result.new)}")
-    if result.completed:
-        lines.append("added missing splits to " + ", ".join(
-            f"{c} ({'/'.join(s)})" for c, s in result.completed.items()))
-    if result.kept:
-        lines.append(f"kept {len(result.kept)} already there: {', '.join(result.kept)}")
-    print(f"{f.key}: holds {len(result.found)} cells; " + ("; ".join(lines) or "nothing to do"))
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"md5": f.md5, "cells": result.found}))
-    os.replace(tmp, marker)
-    return set(result.found)
-
-
-# ---------------------------------------------------------------------------------------------
 # Command line
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["download"]:
+        # The download client is download.py; data.py does not import it (it imports data.py).
+        raise DataError("the download is its own command: python download.py "
+                        + " ".join(argv[1:]) if argv[1:] else
+                        "the download is its own command: python download.py --data_dir DIR")
     parser = argparse.ArgumentParser(
         prog="data.py", description="Data tools for the 1D CNN gene expression project.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1307,50 +667,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed [Default: %(default)s]")
     p.add_argument("--names", default=None,
                    help="comma-separated cell names [Default: S001, S002, ...]")
-    p = sub.add_parser(
-        "download",
-        help=f"download, verify and unpack the 56 cells (Zenodo record {ZENODO_RECORD})",
-        description="Download the DeepChrome/AttentiveChrome data from Zenodo, verify each file's "
-                    "size and MD5, and unpack it as <data_dir>/<cell>/classification/"
-                    "{train,valid,test}.csv. Run it again after an interruption: finished files "
-                    "are not fetched again and a partial one resumes.")
-    p.add_argument("--data_dir", default="./data",
-                   help="where the cells land; the downloaded files stay in <data_dir>/"
-                        f"{DOWNLOAD_DIR}/ [Default: %(default)s]")
-    p.add_argument("--cells", default=None,
-                   help="comma-separated cells to get, e.g. E003,E005 [Default: all]")
-    p.add_argument("--zenodo_url", default=None,
-                   help="Zenodo server or mirror "
-                        f"[Default: $ZENODO_URL if set, else {ZENODO_URL}]")
-    p.add_argument("--record", default=ZENODO_RECORD,
-                   help="Zenodo record id [Default: %(default)s]")
-    p.add_argument("--retries", type=int, default=4,
-                   help="retries after a network error, HTTP 5xx or a dropped connection "
-                        "[Default: %(default)s]")
-    p.add_argument("--backoff", type=float, default=1.0,
-                   help="seconds before the first retry, doubled for each next one "
-                        "[Default: %(default)s]")
-    p.add_argument("--list", action="store_true",
-                   help="only list the record's files and sizes [Default: off]")
     args = parser.parse_args(argv)
-    if args.command == "synth":
-        if args.cells < 1 or args.genes < 1:
-            parser.error("--cells and --genes must be positive")
-        names = args.names.split(",") if args.names else None
-        if names and len(names) != args.cells:
-            parser.error("--names must give one name per cell")
-        written = synthesize(args.out, args.cells, args.genes, args.seed, names)
-        print(f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
-              f"{', '.join(written)}")
-    elif args.command == "download":
-        if args.retries < 0 or args.backoff < 0:
-            parser.error("--retries and --backoff must not be negative")
-        try:
-            download(args.data_dir, args.cells, args.zenodo_url, args.record, args.retries,
-                     args.backoff, list_only=args.list)
-        except KeyboardInterrupt:
-            print("\ninterrupted; run the same command again to resume", file=sys.stderr)
-            return 130
+    if args.cells < 1 or args.genes < 1:
+        parser.error("--cells and --genes must be positive")
+    names = args.names.split(",") if args.names else None
+    if names and len(names) != args.cells:
+        parser.error("--names must give one name per cell")
+    written = synthesize(args.out, args.cells, args.genes, args.seed, names)
+    print(f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
+          f"{', '.join(written)}")
     return 0
 
 

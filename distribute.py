@@ -1,4 +1,5 @@
 """Bigger hardware through tf.distribute: one GPU, several GPUs, several machines; mixed precision.
+It picks devices, strategies, dtype policies and XLA; what is trained is experiments.py's.
 
     python main.py                           # one device: the first GPU, else the CPU
     python main.py --distribute mirrored     # every local GPU, one model replica each

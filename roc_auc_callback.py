@@ -1,4 +1,5 @@
-"""Per-epoch ROC AUC in Keras' epoch logs, at the cost of one prediction pass per epoch.
+"""Per-epoch ROC AUC in Keras' epoch logs, at the cost of one prediction pass per epoch, and the
+AUC, accuracy and class-1 probability of a split's predictions; it writes no files.
 
 `RocAucCallback` predicts the validation split once per epoch and logs its exact AUC, and also
 its loss and accuracy when `fit` was given no validation data (Keras would otherwise predict
@@ -33,6 +34,11 @@ def roc_auc(y, proba):
     if np.unique(y1).size < 2 or not np.all(np.isfinite(proba)):
         return float("nan")
     return float(roc_auc_score(y1, proba))
+
+
+def high_probability(pred):
+    """The class-1 (high expression) column of softmax outputs (n, 2), as float32 (n,)."""
+    return np.asarray(pred)[:, 1].astype(np.float32)
 
 
 def accuracy(y, pred):
@@ -177,7 +183,7 @@ class RocAucCallback(keras.callbacks.Callback):
             return
         if self.training_data is not None:
             x, y = self.training_data
-            logs["auc"] = self._check(roc_auc(y, self._predict(x)[:, 1]), "auc", epoch)
+            logs["auc"] = self._check(roc_auc(y, high_probability(self._predict(x))), "auc", epoch)
         elif "auc" in logs:
             logs["auc"] = self._check(float(logs["auc"]), "auc", epoch)
         else:
@@ -191,4 +197,4 @@ class RocAucCallback(keras.callbacks.Callback):
         else:
             pred, logs["val_loss"] = self._evaluate(x, y)
             logs["val_accuracy"] = accuracy(y, pred)
-        logs["val_auc"] = self._check(roc_auc(y, pred[:, 1]), "val_auc", epoch)
+        logs["val_auc"] = self._check(roc_auc(y, high_probability(pred)), "val_auc", epoch)

@@ -1,5 +1,8 @@
-"""Plots and small file helpers: training curves, ROC curves, the model and data pictures, and
-the per-cell AUC comparison with the published baselines.
+"""Plots: training curves, ROC curves, the model and data pictures, the per-cell AUC comparison
+with the published baselines (the paper's figure) and the README's images.
+
+It draws only: the results-table format and the baselines are results.py's, file writing is
+files.py's, and nothing here trains a model (``images --rerun`` runs main.py for that).
 
 Command line::
 
@@ -18,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -35,39 +35,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import data  # noqa: E402
+import files  # noqa: E402
+from results import (  # noqa: E402
+    BASELINE_LABELS,
+    BASELINES,
+    ROOT,
+    InputError,
+    cell_order,
+    display_path,
+    read_baselines,
+    read_runs,
+    summarize,
+    summary_markdown,
+)
+
 # (log.csv column, label) per panel; validation columns are the same names with "val_".
 PANELS = (("loss", "Loss (binary cross-entropy)"), ("accuracy", "Accuracy"), ("auc", "ROC AUC"))
 
 
-_UMASK = os.umask(0o022)  # read once: os.umask can only be read by setting it
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` and rename the result to ``path``: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private (0600); results should follow the user's umask like
-        # any file they write.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_csv(path: str | os.PathLike, table: pd.DataFrame) -> Path:
-    """A results or predictions table, written atomically, floats to 6 decimals."""
-    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
-
-
 def save_figure(fig, path: str | os.PathLike) -> Path:
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    out = files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out
 
@@ -149,34 +138,15 @@ def find_logs(path: Path) -> list[Path]:
     return found
 
 
-class InputError(Exception):
-    """A bad file or argument; reported in one line with exit status 2."""
-
-
-ROOT = Path(__file__).resolve().parent
-BASELINES = ROOT / "baselines" / "published_auc.csv"
 IMAGES = ROOT / "images"
 SAMPLE_DATA = ROOT / "sample_data"
-# What the published columns are, for legends and tables (see baselines/README.md).
-BASELINE_LABELS = {"deepchrome": "DeepChrome (published)",
-                   "attentivechrome": "AttentiveChrome (official models)"}
-VARIANT_LABELS = {"full": "full", "no_spatial_dropout": "no spatial dropout",
-                  "no_additional_features": "no additional features"}
-
-
-def _display(path: Path) -> str:
-    """A path as the user would type it: relative to the current folder where possible."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
 
 
 def _save_png(fig, path: str | os.PathLike) -> Path:
     """Like save_figure, but keeps legends and labels placed outside the axes in the image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+    out = files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
                                                       bbox_inches="tight", pad_inches=0.15))
     plt.close(fig)
     return out
@@ -264,7 +234,7 @@ def model_title(model, variant: str) -> str:
     """A two-line title for the network's picture: name, variant, size, and what goes in."""
     length = model.input_shape[1]
     extra = f" + {length - 500} additional features" if length > 500 else ""
-    return (f"{model.name} ({VARIANT_LABELS.get(variant, variant)}): "
+    return (f"{model.name} ({data.VARIANT_LABELS.get(variant, variant)}): "
             f"{model.count_params():,} parameters\n"
             f"input: one gene, 100 bins x 5 marks{extra} = {length} values")
 
@@ -327,8 +297,6 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
     typical gene of each class (typical_genes). Returns (png path, high id, low id).
     Raises data.DataError for unreadable data, InputError for unknown cells or genes.
     """
-    import data
-
     data_dir = Path(data_dir)
     cell = cell or data.list_cells(data_dir)[0]
     if split not in data.SPLITS:
@@ -375,202 +343,13 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
     axes[0].legend(title="Histone mark (data order)", fontsize=9, title_fontsize=9,
                    loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title or f"Histone marks around the TSS: cell {cell}, {split} split of "
-                          f"{_display(data_dir)}", fontsize=12)
+                          f"{display_path(data_dir)}", fontsize=12)
     fig.tight_layout()
     return _save_png(fig, out), str(ids[high]), str(ids[low])
 
 
 # ---------------------------------------------------------------------------------------------
 # Comparing runs with the published AUCs
-
-
-@dataclass
-class Line:
-    """One line of the comparison: one AUC column of one results table."""
-
-    label: str
-    table: Path
-    column: str
-    auc: pd.Series  # float AUC indexed by cell name; cells with an undefined AUC left out
-
-
-def read_baselines(path: str | os.PathLike = BASELINES) -> pd.DataFrame:
-    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell."""
-    path = Path(path)
-    table = _read_auc_table(path, lambda c: c != "cell")
-    return table.set_index("cell").astype(float)
-
-
-def _read_auc_table(path: Path, is_auc) -> pd.DataFrame:
-    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked."""
-    try:
-        table = pd.read_csv(path, dtype={"cell": str})
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a CSV table ({str(e).splitlines()[0][:100]})") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    if "cell" not in table:
-        raise InputError(f"{path}: no 'cell' column (expected a header like "
-                         "cell,auc,accuracy,n_test,best_epoch)")
-    columns = [c for c in table.columns if is_auc(c)]
-    if not columns:
-        raise InputError(f"{path}: no AUC column (a column named auc or auc_...)")
-    if table["cell"].isna().any():
-        line = int(np.flatnonzero(table["cell"].isna())[0]) + 2  # + header, 1-based
-        raise InputError(f"{path}:{line}: empty cell name")
-    duplicated = table["cell"][table["cell"].duplicated()]
-    if len(duplicated):
-        raise InputError(f"{path}: cell {duplicated.iloc[0]} appears more than once")
-    for column in columns:
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = (values.isna() & table[column].notna()) | (values < 0) | (values > 1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raw = table[column].iloc[row]
-            text = raw if isinstance(raw, str) else f"{raw:g}"
-            raise InputError(f"{path}:{row + 2}: {column} {text!r} is not an AUC between 0 and 1")
-        table[column] = values
-    return table[["cell", *columns]]
-
-
-def results_tables(path: str | os.PathLike) -> list[Path]:
-    """The results tables of a run: the path itself if a file, else the folder's output*.csv."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        tables = sorted(path.glob("output*.csv"))
-        if not tables:
-            raise InputError(f"{path}: no results table here (output.csv or output-mix.csv)")
-        return tables
-    raise InputError(f"{path}: no such file or folder")
-
-
-def run_label(table: Path) -> str:
-    """A line's name from the run's args.json: "per-cell (full)", "mixed (full)", ...; the
-    folder's name when there is no args.json."""
-    try:
-        settings = json.loads((table.parent / "args.json").read_text())
-    except (OSError, ValueError):
-        settings = None
-    if not isinstance(settings, dict):
-        return table.parent.name if table.name.startswith("output") else table.stem
-    if settings.get("holdout_cell"):
-        experiment = f"leave {settings['holdout_cell']} out"
-    elif settings.get("finetune"):
-        experiment = "fine-tune"
-    elif settings.get("weights"):
-        experiment = "saved model"
-    elif settings.get("mix", table.name == "output-mix.csv"):
-        experiment = "mixed"
-    else:
-        experiment = "per-cell"
-    variant = settings.get("variant")
-    return f"{experiment} ({VARIANT_LABELS.get(variant, variant)})" if variant else experiment
-
-
-def read_runs(paths: list, labels: list[str] | None = None) -> list[Line]:
-    """One Line per AUC column (``auc``, ``auc_*``) of each run's results table(s).
-
-    A table with several AUC columns (e.g. auc_mixed, auc_finetuned) gives one line each,
-    named "<run label>: mixed", ... ``labels`` (one per line, in order) replaces the names.
-    """
-    lines = []
-    for path in paths:
-        for table_path in results_tables(path):
-            table = _read_auc_table(table_path, lambda c: str(c).lower().startswith("auc"))
-            name = run_label(table_path)
-            columns = list(table.columns[1:])
-            for column in columns:
-                auc = table.set_index("cell")[column].dropna()
-                suffix = column[3:].lstrip("_- ")
-                label = f"{name}: {suffix}" if len(columns) > 1 and suffix else name
-                lines.append(Line(label, table_path, column, auc))
-    if labels is not None:
-        if len(labels) != len(lines):
-            raise InputError(f"--labels gives {len(labels)} names for {len(lines)} lines "
-                             f"({'; '.join(f'{_display(l.table)}: {l.column}' for l in lines)})")
-        for line, label in zip(lines, labels):
-            line.label = label
-    else:
-        # Two runs with the same settings (e.g. two seeds): tell them apart by folder.
-        names = [line.label for line in lines]
-        for line in lines:
-            if names.count(line.label) > 1:
-                line.label = f"{line.label} [{line.table.parent.name}]"
-    return lines
-
-
-def cell_order(lines: list[Line], baselines: pd.DataFrame | None) -> tuple[list[str], str]:
-    """The x axis: the runs' cells known to the baselines sorted by DeepChrome's AUC (the
-    paper's order), then the unknown ones by their mean AUC over the lines. Returns the cells
-    and a phrase saying how they are sorted."""
-    cells = list(dict.fromkeys(c for line in lines for c in line.auc.index))
-    known = [c for c in cells if baselines is not None and c in baselines.index]
-    unknown = [c for c in cells if c not in known]
-    how = []
-    if known:
-        key = "deepchrome" if "deepchrome" in baselines else baselines.columns[0]
-        known.sort(key=lambda c: (baselines.at[c, key], c))
-        how.append(f"by {BASELINE_LABELS.get(key, key).split(' (')[0]}'s published AUC")
-    if unknown:
-        mean = pd.concat([line.auc for line in lines], axis=1).mean(axis=1)
-        unknown.sort(key=lambda c: (mean[c], c))
-        how.append(("then cells without a published AUC " if known else "") +
-                   "by mean AUC of the runs")
-    return known + unknown, ", ".join(how)
-
-
-def summarize(lines: list[Line], baselines: pd.DataFrame | None, cells: list[str],
-              baselines_path: str = "") -> pd.DataFrame:
-    """Per line (runs first, then the baselines on the cells drawn): cells, mean, median, min,
-    max AUC, and for each baseline on how many of the common cells its AUC is strictly higher
-    (beats_<baseline>) out of how many (vs_<baseline>)."""
-    rows = []
-    references = {} if baselines is None else {
-        name: baselines[name].reindex([c for c in cells if c in baselines.index]).dropna()
-        for name in baselines.columns}
-    entries = [(line.label, _display(line.table), line.column, line.auc) for line in lines]
-    entries += [(BASELINE_LABELS.get(name, name), baselines_path, name, auc)
-                for name, auc in references.items() if len(auc)]
-    for label, table, column, auc in entries:
-        values = auc.to_numpy(dtype=float)
-        row = {"line": label, "table": table, "column": column, "cells": len(values),
-               "mean": values.mean(), "median": np.median(values), "min": values.min(),
-               "max": values.max()}
-        for name, ref in references.items():
-            if table == baselines_path and column == name:
-                row[f"beats_{name}"] = row[f"vs_{name}"] = pd.NA  # itself
-                continue
-            common = auc.index.intersection(ref.index)
-            row[f"beats_{name}"] = int((auc[common] > ref[common]).sum())
-            row[f"vs_{name}"] = len(common)
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    counts = [c for c in summary.columns if c.startswith(("beats_", "vs_"))]
-    return summary.astype({c: "Int64" for c in counts})
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table; "beats" cells read "k / n" (k of n common cells)."""
-    names = [c[len("beats_"):] for c in summary.columns if c.startswith("beats_")]
-    header = ["line", "cells", "mean AUC", "median", "min", "max"]
-    header += [f"beats {BASELINE_LABELS.get(n, n).split(' (')[0]}" for n in names]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in summary.iterrows():
-        cells = [str(row["line"]), str(row["cells"])]
-        cells += [f"{row[k]:.3f}" for k in ("mean", "median", "min", "max")]
-        for n in names:
-            if pd.isna(row[f"vs_{n}"]) or not row[f"vs_{n}"]:
-                cells.append("-")
-            else:
-                cells.append(f"{int(row[f'beats_{n}'])} / {int(row[f'vs_{n}'])}")
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
 
 
 def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | None = None,
@@ -592,7 +371,7 @@ def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | 
     if ref is not None:
         known = [c for c in cells if c in ref.index]
         if not known:
-            notes(f"note: none of the {len(cells)} cells is in {_display(Path(baselines))}; "
+            notes(f"note: none of the {len(cells)} cells is in {display_path(Path(baselines))}; "
                   "the published lines are not drawn")
     for line in lines:
         missing = [c for c in cells if c not in line.auc.index]
@@ -603,7 +382,7 @@ def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | 
         if unknown and ref is not None:
             notes(f"note: {line.label}: {len(unknown)} cell(s) without a published AUC "
                   f"({_clip(unknown)}); drawn, not compared")
-    summary = summarize(lines, ref, cells, _display(Path(baselines)) if baselines else "")
+    summary = summarize(lines, ref, cells, display_path(Path(baselines)) if baselines else "")
 
     x = np.arange(len(cells))
     fig, ax = plt.subplots(figsize=(min(max(7.0, 0.16 * len(cells) + 3.0), 13.0), 5.6))
@@ -635,8 +414,8 @@ def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | 
 
     table_csv, table_md = out.with_suffix(".csv"), out.with_suffix(".md")
     png = _save_png(fig, out)
-    write_csv(table_csv, summary)
-    atomic_write(table_md, lambda tmp: Path(tmp).write_text(summary_markdown(summary)))
+    files.write_csv(table_csv, summary)
+    files.write_text(table_md, summary_markdown(summary))
     return png, summary
 
 
@@ -663,8 +442,6 @@ def rerun_example(runs_dir: Path, work: Path, n_cells: int = 56, genes: int = 20
     after the first ``n_cells`` published cells, a per-cell and a mixed run of main.py, and
     copies of their results tables and args.json in ``runs_dir/{percell,mix}``.
     Models and logs stay in ``work``."""
-    import data
-
     cells = list(read_baselines().index[:n_cells])
     data_dir = work / "data"
     data.synthesize(data_dir, names=cells, n_genes=genes, seed=seed)
@@ -705,8 +482,6 @@ def make_images(outdir: Path = IMAGES, runs: list | None = None,
     labels = [f"{line.label}, generated data" for line in read_runs(runs)] if example else None
     auc, _ = compare(runs, outdir / "auc.png", labels=labels,
                      title=EXAMPLE_TITLE if example else None, notes=notes)
-    import data
-
     cell = cell or data.list_cells(data_dir)[0]
     generated = Path(data_dir).resolve() == SAMPLE_DATA
     picture, _, _ = plot_data(
@@ -755,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", default=None,
                    help="one name per line, in order [Default: from each run's args.json, "
                         "e.g. 'per-cell (full)', 'mixed (full)']")
-    p.add_argument("--baselines", default=_display(BASELINES),
+    p.add_argument("--baselines", default=display_path(BASELINES),
                    help="published per-cell AUCs (cell + one column per method), or 'none' "
                         "[Default: %(default)s]")
     p.add_argument("--title", default=None, help="figure title [Default: Test AUC per cell type]")
@@ -764,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw the five marks' read counts along the 100 bins "
                                    "(+/-5 kb around the TSS) of a highly and a lowly "
                                    "expressed gene of one cell.")
-    p.add_argument("--data_dir", default=_display(SAMPLE_DATA),
+    p.add_argument("--data_dir", default=display_path(SAMPLE_DATA),
                    help="<data_dir>/<cell>/classification/{train,valid,test}.csv "
                         "[Default: %(default)s]")
     p.add_argument("--cell", default=None, help="cell to draw [Default: the first cell]")
@@ -779,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model", help="the network with each layer's output shape",
                        description="Draw the network with each layer's output shape.")
     p.add_argument("--variant", default="full",
-                   choices=("full", "no_spatial_dropout", "no_additional_features"),
+                   choices=data.VARIANTS,
                    help="network variant [Default: %(default)s]")
     p.add_argument("--style", default="auto", choices=("auto", "keras", "matplotlib"),
                    help="keras.utils.plot_model (needs pydot and Graphviz), a matplotlib "
@@ -790,13 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Redraw images/data.png (sample data), images/model.png "
                                    "and images/auc.png (+ auc.csv, auc.md) from the example "
                                    "runs in images/example_runs.")
-    p.add_argument("--outdir", default=_display(IMAGES),
+    p.add_argument("--outdir", default=display_path(IMAGES),
                    help="where the images go; example runs in OUTDIR/example_runs "
                         "[Default: %(default)s]")
     p.add_argument("--runs", nargs="+", default=None,
                    help="runs to compare instead of the example runs "
                         "[Default: OUTDIR/example_runs/*]")
-    p.add_argument("--data_dir", default=_display(SAMPLE_DATA),
+    p.add_argument("--data_dir", default=display_path(SAMPLE_DATA),
                    help="data for data.png [Default: %(default)s]")
     p.add_argument("--cell", default=None, help="cell for data.png [Default: the first cell]")
     p.add_argument("--style", default="auto", choices=("auto", "keras", "matplotlib"),
@@ -840,8 +615,6 @@ def main(argv=None) -> int:
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "plot")  # the original usage: python utils.py PATH... [--out]
     args = build_parser().parse_args(argv)
-    import data
-
     def note(text):
         print(text, file=sys.stderr)
 

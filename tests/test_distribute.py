@@ -5,7 +5,6 @@ gets a fresh TensorFlow (logical devices and the cluster are fixed when TensorFl
 import json
 import math
 import os
-import re
 import socket
 import subprocess
 import sys

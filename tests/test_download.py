@@ -1,4 +1,4 @@
-"""`python data.py download` against a fake Zenodo on 127.0.0.1: download, verify, resume,
+"""`python download.py` against a fake Zenodo on 127.0.0.1: download, verify, resume,
 unpack safely, and fail in one line. No test reaches the internet."""
 
 import hashlib
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import data
+import download
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "2652278"
@@ -161,12 +162,12 @@ def make_tar(members: dict[str, bytes], links: dict[str, str] = None) -> bytes:
 
 
 def run_download(server, data_dir, *extra):
-    return data.main(["download", "--data_dir", str(data_dir), "--zenodo_url", server.url,
+    return download.main(["--data_dir", str(data_dir), "--zenodo_url", server.url,
                       *FAST, *extra])
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "data.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, str(ROOT / "download.py"), *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -202,7 +203,7 @@ def test_download_verifies_unpacks_and_load_data_reads_it(zenodo, cells_src, tmp
     (x_train, y_train), _, (x_test, _) = data.load_data(out / "S001")
     assert x_train.shape == (6, 505, 1) and x_train.dtype == np.float32
     assert y_train.shape == (6, 2)
-    kept = out / data.DOWNLOAD_DIR / f"data.{kind}"
+    kept = out / download.DOWNLOAD_DIR / f"data.{kind}"
     assert hashlib.md5(kept.read_bytes()).digest() == hashlib.md5(blob).digest()
     assert not list(out.glob(".unpack-*")) and not list(kept.parent.glob("*.part"))
     assert not (out / "README.txt").exists() and not (out / "release").exists()
@@ -217,7 +218,7 @@ def test_download_verifies_unpacks_and_load_data_reads_it(zenodo, cells_src, tmp
 
 def test_cli_uses_zenodo_url_from_environment(zenodo, cells_src, tmp_path):
     zenodo.add("data.zip", make_zip(split_files(cells_src)))
-    res = run_cli("download", "--data_dir", str(tmp_path / "d"), *FAST,
+    res = run_cli("--data_dir", str(tmp_path / "d"), *FAST,
                   env={"ZENODO_URL": zenodo.url})
     assert res.returncode == 0, res.stderr
     assert "2 cells ready" in res.stdout and "S001, S002" in res.stdout
@@ -242,16 +243,16 @@ def test_dropped_connection_resumes_with_a_range_request_on_the_next_run(zenodo,
     half = len(blob) // 2
     zenodo.drop["data.zip"] = (half, 1)
     out = tmp_path / "data"
-    with pytest.raises(data.DownloadError, match=r"connection closed after .* bytes.*again"):
+    with pytest.raises(download.DownloadError, match=r"connection closed after .* bytes.*again"):
         run_download(zenodo, out, "--retries", "0")
-    parts = list((out / data.DOWNLOAD_DIR).glob("data.zip.*.part"))
+    parts = list((out / download.DOWNLOAD_DIR).glob("data.zip.*.part"))
     assert len(parts) == 1 and parts[0].stat().st_size == half
     assert not (out / "S001").exists()
 
     assert run_download(zenodo, out, "--retries", "0") == 0
     path, rng, status = zenodo.file_requests()[-1]
     assert (rng, status) == (f"bytes={half}-", 206)
-    final = out / data.DOWNLOAD_DIR / "data.zip"
+    final = out / download.DOWNLOAD_DIR / "data.zip"
     assert hashlib.md5(final.read_bytes()).hexdigest() == hashlib.md5(blob).hexdigest()
     assert data.list_cells(out) == ["S001", "S002"]
 
@@ -278,7 +279,7 @@ def test_server_that_ignores_range_restarts_from_zero(zenodo, cells_src, tmp_pat
     out = tmp_path / "data"
     assert run_download(zenodo, out, "--retries", "1") == 0
     assert [s for _, _, s in zenodo.file_requests()] == [200, 200]
-    assert (out / data.DOWNLOAD_DIR / "data.zip").read_bytes() == blob
+    assert (out / download.DOWNLOAD_DIR / "data.zip").read_bytes() == blob
 
 
 def test_wrong_md5_is_removed_and_reported_then_a_good_server_succeeds(zenodo, cells_src,
@@ -287,10 +288,10 @@ def test_wrong_md5_is_removed_and_reported_then_a_good_server_succeeds(zenodo, c
     zenodo.add("data.zip", blob)
     zenodo.corrupt.add("data.zip")
     out = tmp_path / "data"
-    res = run_cli("download", "--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
+    res = run_cli("--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
     line = assert_one_line_error(res, "data.zip", "MD5", "removed", "again")
     assert hashlib.md5(blob).hexdigest() in line
-    assert not [p for p in (out / data.DOWNLOAD_DIR).iterdir() if p.name.startswith("data.zip")]
+    assert not [p for p in (out / download.DOWNLOAD_DIR).iterdir() if p.name.startswith("data.zip")]
     assert not (out / "S001").exists()
 
     zenodo.corrupt.clear()
@@ -303,7 +304,7 @@ def test_a_finished_file_damaged_on_disk_is_fetched_again(zenodo, cells_src, tmp
     zenodo.add("data.zip", blob)
     out = tmp_path / "data"
     assert run_download(zenodo, out) == 0
-    kept = out / data.DOWNLOAD_DIR / "data.zip"
+    kept = out / download.DOWNLOAD_DIR / "data.zip"
     kept.write_bytes(blob[:-1] + bytes([blob[-1] ^ 0xFF]))
     assert run_download(zenodo, out) == 0
     assert "removed, downloading it again" in capsys.readouterr().err
@@ -313,14 +314,14 @@ def test_a_finished_file_damaged_on_disk_is_fetched_again(zenodo, cells_src, tmp
 def test_a_206_for_another_range_is_not_appended(zenodo, cells_src, tmp_path, monkeypatch):
     blob = make_zip(split_files(cells_src))
     zenodo.add("data.zip", blob)
-    folder = tmp_path / "data" / data.DOWNLOAD_DIR
+    folder = tmp_path / "data" / download.DOWNLOAD_DIR
     folder.mkdir(parents=True)
     md5 = hashlib.md5(blob).hexdigest()
     (folder / f"data.zip.{md5[:8]}.part").write_bytes(blob[:100])
     # The server answers "bytes=100-" with the bytes from 50 on: neither appending them nor
     # taking them for the whole file gives the right file.
-    real = data._open
-    monkeypatch.setattr(data, "_open", lambda url, headers=None: real(
+    real = download._open
+    monkeypatch.setattr(download, "_open", lambda url, headers=None: real(
         url, {"Range": "bytes=50-"} if headers else None))
     assert run_download(zenodo, tmp_path / "data", "--retries", "1") == 0
     assert (folder / "data.zip").read_bytes() == blob
@@ -330,7 +331,7 @@ def test_bad_addresses_are_one_line_errors(tmp_path):
     for args, fragment in ((["--zenodo_url", "zenodo.org"], "expected an http(s) address"),
                            (["--zenodo_url", "http://127.0.0.1:99999"], "expected an http(s)"),
                            (["--record", "../x"], "expected a record id")):
-        res = run_cli("download", "--data_dir", str(tmp_path / "d"), *args, *FAST)
+        res = run_cli("--data_dir", str(tmp_path / "d"), *args, *FAST)
         assert_one_line_error(res, fragment)
     assert not (tmp_path / "d").exists()
 
@@ -338,7 +339,7 @@ def test_bad_addresses_are_one_line_errors(tmp_path):
 def test_a_part_of_another_version_is_not_continued(zenodo, cells_src, tmp_path):
     blob = make_zip(split_files(cells_src))
     zenodo.add("data.zip", blob)
-    folder = tmp_path / "data" / data.DOWNLOAD_DIR
+    folder = tmp_path / "data" / download.DOWNLOAD_DIR
     folder.mkdir(parents=True)
     (folder / "data.zip.00000000.part").write_bytes(b"old version")
     assert run_download(zenodo, tmp_path / "data") == 0
@@ -351,7 +352,7 @@ def test_a_part_of_another_version_is_not_continued(zenodo, cells_src, tmp_path)
 
 
 def test_record_404_is_a_one_line_error(zenodo, tmp_path):
-    res = run_cli("download", "--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
+    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
                   "--record", "999", *FAST)
     assert_one_line_error(res, "/api/records/999", "HTTP 404", "--record")
     assert len(res.stderr.strip().splitlines()) == 1  # a 404 is not retried
@@ -362,16 +363,16 @@ def test_file_404_keeps_the_completed_files(zenodo, cells_src, tmp_path):
     zenodo.add("b.zip", make_zip(split_files(cells_src, ["S002"])))
     out = tmp_path / "d"
     del zenodo.files["b.zip"]  # listed in the record, gone from the server
-    res = run_cli("download", "--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
+    res = run_cli("--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
     assert_one_line_error(res, "b.zip", "HTTP 404", "again")
-    assert (out / data.DOWNLOAD_DIR / "a.zip").read_bytes() == zenodo.listed["a.zip"]
+    assert (out / download.DOWNLOAD_DIR / "a.zip").read_bytes() == zenodo.listed["a.zip"]
 
 
 def test_refused_connection_is_retried_then_a_one_line_error(tmp_path):
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = run_cli("download", "--data_dir", str(tmp_path / "d"), "--zenodo_url",
+    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url",
                   f"http://127.0.0.1:{port}", "--retries", "2", *FAST)
     assert_one_line_error(res, f"127.0.0.1:{port}", "connection refused", "3 attempts",
                           "run the same command again")
@@ -381,7 +382,7 @@ def test_refused_connection_is_retried_then_a_one_line_error(tmp_path):
 def test_persistent_5xx_gives_up_after_the_retries(zenodo, cells_src, tmp_path):
     zenodo.add("data.zip", make_zip(split_files(cells_src)))
     zenodo.fail["data.zip"] = [500] * 10
-    res = run_cli("download", "--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
+    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
                   "--retries", "1", *FAST)
     assert_one_line_error(res, "data.zip", "HTTP 500", "2 attempts", "again")
 
@@ -478,7 +479,7 @@ def test_unsafe_member_refuses_the_whole_archive(tmp_path, cells_src, attack):
     path = tmp_path / f"bad.{kind}"
     path.write_bytes(blob)
     with pytest.raises(data.DataError, match=r"refused: member .* nothing was unpacked"):
-        data.unpack(path, out)
+        download.unpack(path, out)
     assert not outside.parent.exists()
     assert sorted(p.name for p in out.iterdir()) == []  # no cell, no temporary folder
 
@@ -487,7 +488,7 @@ def test_unsafe_archive_through_the_command_is_a_one_line_error(zenodo, cells_sr
     archives, outside = unsafe_archives(tmp_path, cells_src)
     zenodo.add("data.zip", archives["zip .."][0])
     out = tmp_path / "data"
-    res = run_cli("download", "--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
+    res = run_cli("--data_dir", str(out), "--zenodo_url", zenodo.url, *FAST)
     assert_one_line_error(res, "data.zip", "refused", "'../outside/evil.csv'")
     assert not outside.parent.exists() and not (out / "S001").exists()
 
@@ -503,7 +504,7 @@ def test_zip_symlink_member_is_refused(tmp_path):
     path.write_bytes(buf.getvalue())
     (tmp_path / "d").mkdir()
     with pytest.raises(data.DataError, match="symbolic link"):
-        data.unpack(path, tmp_path / "d")
+        download.unpack(path, tmp_path / "d")
     assert not (tmp_path / "d" / "S001").exists()
 
 
@@ -516,4 +517,4 @@ def test_main_names_the_download_command_when_data_is_missing(tmp_path):
                           str(tmp_path / "nothing")], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 2
-    assert f"python data.py download --data_dir {tmp_path / 'nothing'}" in res.stderr
+    assert f"python download.py --data_dir {tmp_path / 'nothing'}" in res.stderr

@@ -8,6 +8,7 @@ import pytest
 from test_resume import run
 
 import data
+import experiments
 import main
 
 SETTINGS = ["--epochs", 1, "--finetune_epochs", 1, "--batch_size", 16, "--seed", 5]
@@ -83,7 +84,7 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     assert sum(trained["genes"].values()) == 2 * 2 * 40  # two cells' train + valid
     # The pooled gene ids and their cells, as the run builds them: none from S002.
     args = main.parse_args(["--data_dir", str(tiny_dir), "--holdout_cell", "S002"])
-    pool = main.pretraining_cells(args, data.list_cells(tiny_dir))
+    pool = experiments.pretraining_cells(args, data.list_cells(tiny_dir))
     mix = data.load_data_mix(tiny_dir, pool, seed=5, tests=False)
     pooled = set(zip(mix.train.cells, mix.train.ids)) | set(zip(mix.valid.cells, mix.valid.ids))
     held = data.load_cell(tiny_dir / "S002")

@@ -149,13 +149,13 @@ def test_mixed_runs_are_reproducible_and_resume_keeps_the_trained_model(tiny_dir
 DISK_FULL = """
 import errno, os, sys
 sys.path.insert(0, {root!r})
-import utils
-write_csv = utils.write_csv
+import files
+write_csv = files.write_csv
 def full(path, table):
     if "S002" in str(path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return write_csv(path, table)
-utils.write_csv = full
+files.write_csv = full
 import main
 sys.exit(main.main({argv!r}))
 """
@@ -178,7 +178,7 @@ def test_a_stop_request_waits_for_a_batch_and_a_second_one_stops_at_once(capfd):
     import keras
     import numpy as np
 
-    from main import StopRequest
+    from experiments import StopRequest
 
     stop = StopRequest()
     stop._handle(signal.SIGINT, None)  # the first signal only records the request...

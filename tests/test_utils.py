@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT
 
 import data
+import results
 import utils
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -89,9 +90,9 @@ def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
 
 
 def test_compare_orders_cells_by_deepchrome_then_unknown_cells():
-    lines = [utils.Line("x", ROOT, "auc", pd.Series({"S002": 0.9, "E123": 0.8, "S001": 0.7,
+    lines = [results.Line("x", ROOT, "auc", pd.Series({"S002": 0.9, "E123": 0.8, "S001": 0.7,
                                                      "E112": 0.6}))]
-    cells, how = utils.cell_order(lines, utils.read_baselines())
+    cells, how = results.cell_order(lines, results.read_baselines())
     assert cells == ["E112", "E123", "S001", "S002"]  # E112 0.69 < E123 0.92; then by AUC
     assert "DeepChrome" in how
 
@@ -129,8 +130,8 @@ def test_compare_missing_and_unknown_cells(tmp_path):
 def test_compare_one_line_per_auc_column_and_labels(tmp_path, capsys):
     run = write_run(tmp_path / "ft", ["E003", "E004"], [0.7, 0.75],
                     extra={"auc_mixed": [0.78, 0.8], "auc_finetuned": [0.79, 0.85]})
-    lines = utils.read_runs([run])
-    assert [(l.label, l.column) for l in lines] == [
+    lines = results.read_runs([run])
+    assert [(line.label, line.column) for line in lines] == [
         ("per-cell (full)", "auc"), ("per-cell (full): mixed", "auc_mixed"),
         ("per-cell (full): finetuned", "auc_finetuned")]
     assert lines[2].auc.to_dict() == {"E003": 0.79, "E004": 0.85}
@@ -147,7 +148,7 @@ def test_compare_one_line_per_auc_column_and_labels(tmp_path, capsys):
 def test_compare_same_settings_told_apart_by_folder(tmp_path):
     a = write_run(tmp_path / "seed1", ["E003"], [0.8])
     b = write_run(tmp_path / "seed2", ["E003"], [0.7])
-    assert [l.label for l in utils.read_runs([a, b])] == ["per-cell (full) [seed1]",
+    assert [line.label for line in results.read_runs([a, b])] == ["per-cell (full) [seed1]",
                                                            "per-cell (full) [seed2]"]
 
 

@@ -1,0 +1,412 @@
+"""The experiments main.py runs: per-cell, mixed, fine-tuning (and leave-one-out) and saved-model
+runs, cell by cell into a results table, with the run folder, resume, safe stops and the memory check.
+
+It parses no command line (main.py does, and turns ExperimentError into exit status 2); the
+network is Convnet.py's, the data data.py's, the table format results.py's, the figures utils.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import data
+import distribute
+import files
+from results import TABLES, Results, holds_results, table_name, write_predictions
+
+# Training outputs of the mixed model in the run folder, removed before it is trained again.
+MIX_TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras",
+                      "tensorboard", "trained.json")
+
+
+class ExperimentError(Exception):
+    """A run that cannot go on as asked (a bad saved model, a cell left without data, a save
+    folder that cannot be written, too little memory); said in one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Stopping safely on Ctrl-C and SIGTERM
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM (a batch system's kill, or `kill PID`) stop the run at the
+    next safe point, with the resume command.
+
+    Not Python's default of raising KeyboardInterrupt in the signal handler: the handler runs
+    wherever the main thread happens to be, and inside a garbage-collection callback (of
+    TensorFlow's weak references, say) Python prints the exception and drops it; a run
+    interrupted there went on to finish. So the handler only records the signal, and check()
+    raises KeyboardInterrupt where nothing swallows it: before each training batch, after
+    each epoch, and between cells. A second signal raises at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # An ignored signal (a job started with nohup, or in the background by a shell
+            # without job control) stays ignored, as with Python's own handler.
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: the handler may run while the main thread is inside a print.
+        os.write(2, b"\nstopping after the current batch; send it again to stop at once\n")
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def callback(self):
+        """A Keras callback for fit that calls check() before every training batch and after
+        every epoch."""
+        import keras
+
+        stop = self
+
+        class StopOnRequest(keras.callbacks.Callback):
+            # Batch *begin* hooks: an end hook would make Keras fetch each batch's metrics.
+            def on_train_batch_begin(self, batch, logs=None):
+                stop.check()
+
+            def on_epoch_end(self, epoch, logs=None):
+                stop.check()
+
+        return StopOnRequest()
+
+
+STOP = StopRequest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+
+
+def resume_command(save: Path) -> str:
+    import shlex
+
+    return f"python main.py --save_dir {shlex.quote(str(save))} --resume"
+
+
+def prepare_save_dir(args) -> tuple[Path, Path]:
+    save = Path(args.save_dir)
+    name = table_name(args)
+    earlier = holds_results(save)
+    if earlier and not (args.overwrite or args.resume):
+        raise ExperimentError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
+                         "continue it with --resume, replace it with --overwrite, or choose "
+                         "another --save_dir")
+    try:
+        save.mkdir(parents=True, exist_ok=True)
+        if args.overwrite:
+            for p in [save / "trained.json", *(save / t for t in TABLES)]:
+                p.unlink(missing_ok=True)
+    except OSError as e:
+        raise ExperimentError(f"{save}: cannot create the save folder ({e.strerror})") from None
+    return save, save / name
+
+
+def worker_save_dir(args) -> tuple[Path, Path]:
+    """A worker other than the chief trains in step with it but writes nothing into save_dir:
+    its logs, models and tables go to a temporary folder, deleted when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    save = Path(tempfile.mkdtemp(prefix="worker-"))
+    atexit.register(shutil.rmtree, save, ignore_errors=True)
+    return save, save / table_name(args)
+
+
+def share_resume_state(args, cells: list[str], save: Path, results: Results) -> None:
+    """Under several workers, give every worker the chief's view of a resumed run (finished
+    cells, a finished mixed model), so all of them train the same models in step."""
+    if args.distribute != "multiworker" or distribute.workers() < 2:
+        return
+    flags = [results.done(c) for c in cells] + [(save / "trained.json").exists()]
+    flags = distribute.chief_values(args.strategy, flags)
+    if not args.chief:
+        results.rows = {c: {"cell": c} for c, done in zip(cells, flags) if done}
+        args.chief_trained = bool(flags[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# One cell: train, test, write its files
+
+
+def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
+    """Test on one cell's test split; write predictions.csv and roc.png; return a results row."""
+    import Convnet
+    from utils import plot_roc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    res = Convnet.test(model, split.x, split.y)
+    write_predictions(folder, split, res["proba"])
+    plot_roc(split.labels, res["proba"], folder / "roc.png",
+             title=f"{cell}: test ROC (n = {res['n']})")
+    return {"cell": cell, "auc": res["auc"], "accuracy": res["accuracy"], "n_test": res["n"],
+            "best_epoch": best_epoch}
+
+
+def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=None,
+                lr=None):
+    """Train a fresh network (or continue `start`, a model file), draw its curves, and return
+    (best model, best epoch)."""
+    import keras
+
+    import Convnet
+    from utils import plot_log
+
+    keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
+    # Weights, optimizer and metrics are created under the strategy and dtype policy.
+    with distribute.scope(args, args.strategy):
+        if start is None:
+            model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
+        else:
+            model = Convnet.load_model(str(start))
+            if args.freeze_conv:
+                for layer in model.layers:
+                    layer.trainable = not isinstance(layer, keras.layers.Conv1D)
+        # --scale_lr scales the fine-tuning rate as it scales --lr.
+        scale = distribute.learning_rate(args, args.strategy) / args.lr
+        fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
+                            epochs=epochs or args.epochs, batch_size=args.batch_size,
+                            lr=(lr or args.lr) * scale, lr_decay=args.lr_decay,
+                            monitor=args.monitor, debug=args.debug, seed=seed,
+                            jit_compile=args.jit, callbacks=[STOP.callback()])
+    plot_log(folder)
+    return Convnet.load_model(fit.best_model_path), fit.best_epoch
+
+
+def cell_seed(args, cell: str) -> int:
+    # A seed per cell: a cell's result depends on the run's seed and the cell alone, not on
+    # which other cells the run includes.
+    return (args.seed + zlib.crc32(cell.encode())) % 2**31
+
+
+def unfinished_cells(args, cells: list[str], save: Path, results: Results, doing=""):
+    """Yield (cell, its data, start time) for each cell not finished yet; finished ones are
+    announced and skipped, and what an interrupted attempt left (its row never reached the
+    table) is removed first."""
+    import keras
+
+    for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            print(f"Cell {i}/{len(cells)}: {cell}: finished earlier, kept", flush=True)
+            continue
+        STOP.check()
+        print(f"Cell {i}/{len(cells)}: {cell}{doing}", flush=True)
+        start = time.time()
+        shutil.rmtree(save / cell, ignore_errors=True)
+        c = data.load_cell(Path(args.data_dir) / cell, additional_features=args.features)
+        STOP.check()
+        keras.backend.clear_session()  # a fresh graph per cell keeps memory flat over 56 cells
+        yield cell, c, start
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiments
+
+
+def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
+    for cell, c, start in unfinished_cells(args, cells, save, results):
+        model, best_epoch = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
+        row = test_cell(model, cell, c.test, save / cell, best_epoch)
+        results.add(row)  # after every cell: a stopped run keeps what finished
+        print(f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
+              f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+        if row["auc"] < 0.6 and len(c.train.ids) >= 1000:
+            # The tanh network sometimes stays at chance on one cell (seen on generated data):
+            # say so rather than let it pass as that cell's result.
+            print(f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
+                  "training may have stalled: look at its log.png, or train it again with "
+                  "another --seed", file=sys.stderr, flush=True)
+
+
+def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
+    import Convnet
+
+    todo = [c for c in cells if not results.done(c)]
+    if not todo:
+        return
+    mix = data.load_data_mix(args.data_dir, cells, seed=args.seed,
+                             additional_features=args.features)
+    STOP.check()
+    print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
+          f"pooled from {len(cells)} cells", flush=True)
+    best_epoch = train_mixed(args, mix, save, cells)
+    if not args.chief:
+        return  # testing involves no other worker: the chief's alone
+    model = Convnet.load_model(str(save / "best_model.keras"))
+    for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            continue
+        STOP.check()
+        row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
+        results.add(row)
+        print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
+              f"accuracy {row['accuracy']:.4f}", flush=True)
+
+
+def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
+    """Train the mixed model into save/best_model.keras unless a resumed run already did;
+    return its best epoch. save/trained.json records that training finished."""
+    marker = save / "trained.json"
+    if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
+        return None
+    if args.resume and marker.exists() and (save / "best_model.keras").exists():
+        best_epoch = json.loads(marker.read_text())["best_epoch"]
+        print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
+        return best_epoch
+    for name in MIX_TRAINING_FILES:  # an interrupted training's remains
+        path = save / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
+    files.write_json(marker, {"best_epoch": best_epoch, "cells": cells,
+                        "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)}})
+    return best_epoch
+
+
+def mixed_memory_check(args, cells: list[str]) -> None:
+    """Refuse the mixed experiment before loading it when it would not fit in memory."""
+    need = data.mixed_bytes(args.data_dir, cells, additional_features=args.features)
+    # Training holds the pooled arrays plus TensorFlow's own copy of the batch pipeline's
+    # source (measured: about one more copy of the training arrays) and the framework itself.
+    need = int(need * 2 + 1.5 * 2**30)
+    limit = args.max_memory * 2**30 if args.max_memory is not None else available_memory()
+    if limit and need > limit:
+        where = "--max_memory" if args.max_memory is not None else "available memory"
+        raise ExperimentError(
+            f"the mixed experiment on {len(cells)} cells needs about {need / 2**30:.1f} GiB, "
+            f"more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells with "
+            "--cells, or override with --max_memory GIB (0: no check)")
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int((cg / "memory.current").read_text())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
+    """Pre-train the mixed model (or take --weights), then per cell: test it, fine-tune it on
+    the cell's own train/valid splits, and test the fine-tuned model. With --holdout_cell the
+    pre-training pool leaves that cell out and only that cell is fine-tuned."""
+    import Convnet
+
+    targets = [args.holdout_cell] if args.holdout_cell else cells
+    if all(results.done(c) for c in targets):
+        return
+    if args.weights:
+        weights = Path(args.weights)
+        pretrained = weights if weights.is_file() else weights / "best_model.keras"
+        if not pretrained.is_file():
+            raise ExperimentError(f"{weights}: no best_model.keras (a mixed run's folder, or a "
+                             ".keras file, is needed to fine-tune from)")
+        load_saved_model(pretrained)  # refuse a foreign model before any training
+        marker = pretrained.parent / "trained.json"
+        best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
+    else:
+        pool = pretraining_cells(args, cells)
+        mix = data.load_data_mix(args.data_dir, pool, seed=args.seed,
+                                 additional_features=args.features, tests=False)
+        STOP.check()
+        print(f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
+              f"genes pooled from {len(pool)} cells", flush=True)
+        best_mixed = train_mixed(args, mix, save, pool)
+        del mix  # the pooled arrays are not needed for fine-tuning
+        pretrained = save / "best_model.keras"
+        if getattr(args, "chief_trained", False):
+            # A worker resuming with the chief: it needs the chief's pre-trained model.
+            pretrained = Path(args.save_dir) / "best_model.keras"
+            if not pretrained.is_file():
+                raise ExperimentError(f"{pretrained}: this worker needs the chief's pre-trained "
+                                 "model: put --save_dir on a shared file system")
+    for cell, c, start in unfinished_cells(args, targets, save, results, ": fine-tuning"):
+        mixed = test_cell(Convnet.load_model(str(pretrained)), cell, c.test,
+                          save / cell / "mixed", best_mixed)
+        model, best_epoch = train_model(args, c.train, c.valid, save / cell,
+                                        cell_seed(args, cell), start=pretrained,
+                                        epochs=args.finetune_epochs, lr=args.finetune_lr)
+        tuned = test_cell(model, cell, c.test, save / cell, best_epoch)
+        results.add({"cell": cell, "auc_mixed": mixed["auc"], "auc_finetuned": tuned["auc"],
+                     "accuracy_mixed": mixed["accuracy"], "accuracy_finetuned": tuned["accuracy"],
+                     "n_test": tuned["n_test"], "best_epoch_mixed": best_mixed,
+                     "best_epoch_finetuned": best_epoch})
+        print(f"Cell {cell}: test AUC mixed {mixed['auc']:.4f}, fine-tuned {tuned['auc']:.4f}, "
+              f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+
+
+def pretraining_cells(args, cells: list[str]) -> list[str]:
+    """The cells whose train and valid splits pre-train the model: all but a held-out one."""
+    pool = [c for c in cells if c != args.holdout_cell]
+    if not pool:
+        raise ExperimentError(f"--holdout_cell {args.holdout_cell} leaves no cell to pre-train on")
+    return pool
+
+
+def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
+    """Test saved model(s) on each chosen cell's test split, without training."""
+    weights = Path(args.weights)
+
+    def model_for(cell):
+        if weights.is_file():
+            return weights
+        for candidate in (weights / "best_model.keras", weights / cell / "best_model.keras"):
+            if candidate.is_file():
+                return candidate
+        raise ExperimentError(f"{weights}: no best_model.keras for cell {cell}")
+
+    loaded = {}
+    for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            continue
+        STOP.check()
+        path = model_for(cell)
+        if path not in loaded:
+            loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
+        model = loaded[path]
+        features = model.input_shape[1] == data.input_length(True)
+        split = data.load_cell(Path(args.data_dir) / cell, additional_features=features).test
+        row = test_cell(model, cell, split, save / cell, None)
+        results.add(row)
+        print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
+
+
+def load_saved_model(path: Path):
+    import Convnet
+
+    try:
+        model = Convnet.load_model(str(path))
+    except Exception as e:  # Keras raises many types for a bad or foreign file
+        raise ExperimentError(f"{path}: cannot load as a Keras model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    shape = tuple(model.input_shape[1:])
+    if shape not in ((505, 1), (500, 1)) or tuple(model.output_shape[1:]) != (2,):
+        raise ExperimentError(f"{path}: not this project's network (input {shape}, "
+                         f"output {model.output_shape[1:]})")
+    return model
