@@ -427,58 +427,84 @@ def unpack(archive: str | os.PathLike, data_dir: str | os.PathLike,
     ``name``: the archive's name in the record (its stem names a per-cell archive's cell);
     ``progress``: a bar over the archive's bytes on a terminal.
     """
-    import contextlib
-    import functools
-    import stat
     import tarfile
     import zipfile
     import zlib
 
     archive, data_dir = Path(archive), Path(data_dir)
-    stem = _archive_stem(name or archive.name)
-    written: dict[str, dict[str, str]] = {}  # cell -> split -> member, of the cells unpacked
-    seen: dict[str, set[str]] = {}  # cell -> splits, of every cell in the archive
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=".unpack-"))
+    except OSError as e:
+        raise DataError(f"{data_dir}: cannot write: {e.strerror}") from None
+    try:
+        members = _Members(archive, data_dir, tmp, _archive_stem(name or archive.name), cells)
+        _extract(archive, members, progress)
+        return _place(members, data_dir)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise DataError(f"{data_dir}: cannot write while unpacking {archive.name}: "
+                            f"{e.strerror}") from None
+        raise DataError(f"{archive}: damaged archive ({e}); delete it and run the same "
+                        "command again") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    def refuse(member: str, why: str):
-        raise DataError(f"{archive}: refused: member {member!r} is {why}, which could write "
-                        f"outside {data_dir}; nothing was unpacked from this archive")
 
-    def take(tmp: Path, member: str, open_member) -> None:
-        target = _member_target(member, stem)
+class _Members:
+    """The split files met while reading an archive, copied into ``tmp/<cell>/classification``
+    for the chosen cells; the safety refusal that stops an archive as a whole."""
+
+    def __init__(self, archive: Path, data_dir: Path, tmp: Path, stem: str,
+                 cells: set[str] | None):
+        self.archive, self.data_dir, self.tmp, self.stem, self.cells = (archive, data_dir, tmp,
+                                                                        stem, cells)
+        self.written: dict[str, dict[str, str]] = {}  # cell -> split -> member, cells unpacked
+        self.seen: dict[str, set[str]] = {}  # cell -> splits, of every cell in the archive
+
+    def refuse(self, member: str, why: str):
+        raise DataError(f"{self.archive}: refused: member {member!r} is {why}, which could "
+                        f"write outside {self.data_dir}; nothing was unpacked from this archive")
+
+    def take(self, member: str, open_member) -> None:
+        target = _member_target(member, self.stem)
         if target is None:
             return
         cell, split = target
-        seen.setdefault(cell, set()).add(split)
-        if cells is not None and cell not in cells:
+        self.seen.setdefault(cell, set()).add(split)
+        if self.cells is not None and cell not in self.cells:
             return
-        splits = written.setdefault(cell, {})
+        splits = self.written.setdefault(cell, {})
         if split in splits:
-            raise DataError(f"{archive}: holds {cell}'s {split}.csv twice ({splits[split]} and "
-                            f"{member}); cannot tell which to use")
-        dest = tmp / cell / "classification" / f"{split}.csv"
+            raise DataError(f"{self.archive}: holds {cell}'s {split}.csv twice "
+                            f"({splits[split]} and {member}); cannot tell which to use")
+        dest = self.tmp / cell / "classification" / f"{split}.csv"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open_member() as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out, _CHUNK)
         splits[split] = member
 
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=data_dir, prefix=".unpack-"))
-    except OSError as e:
-        raise DataError(f"{data_dir}: cannot write: {e.strerror}") from None
-    stack = contextlib.ExitStack()
-    class Counted:
-        """The archive's bytes as tarfile reads them, counted for the progress bar."""
 
-        def __init__(self, raw, advance):
-            self.raw, self.advance = raw, advance
+class _Counted:
+    """The archive's bytes as tarfile reads them, counted for the progress bar."""
 
-        def read(self, n=-1):
-            block = self.raw.read(n)
-            self.advance(len(block))
-            return block
+    def __init__(self, raw, advance):
+        self.raw, self.advance = raw, advance
 
-    try:
-        bar = stack.enter_context(_progress_bar(progress))
+    def read(self, n=-1):
+        block = self.raw.read(n)
+        self.advance(len(block))
+        return block
+
+
+def _extract(archive: Path, members: _Members, progress: bool) -> None:
+    """Read a zip or tar archive once, checking every member before its bytes are used, and
+    hand each regular file to ``members.take``."""
+    import functools
+    import stat
+    import tarfile
+    import zipfile
+
+    with _progress_bar(progress) as bar:
         task = bar.add_task(f"unpacking {archive.name}", total=archive.stat().st_size)
         advance = functools.partial(bar.update, task)
         if zipfile.is_zipfile(archive):
@@ -490,63 +516,59 @@ def unpack(archive: str | os.PathLike, data_dir: str | os.PathLike,
                     if why is None and stat.S_ISLNK(info.external_attr >> 16):
                         why = "a symbolic link"
                     if why:
-                        refuse(info.filename, why)
+                        members.refuse(info.filename, why)
                 for info in infos:
                     if not info.is_dir():
-                        take(tmp, info.filename, functools.partial(zf.open, info))
+                        members.take(info.filename, functools.partial(zf.open, info))
                     advance(advance=info.compress_size)
         elif tarfile.is_tarfile(archive):
             # Stream mode: one pass over the compressed bytes. A member is checked before its
             # bytes are read; a refusal drops the temporary folder, so nothing lands.
-            raw = stack.enter_context(open(archive, "rb"))
-            counted = Counted(raw, lambda n: advance(advance=n))
-            with tarfile.open(fileobj=counted, mode="r|*") as tf:
-                for member in tf:
-                    why = _unsafe(member.name)
-                    if why is None and (member.issym() or member.islnk()):
-                        why = f"a link (to {member.linkname!r})"
-                    if why is None and not (member.isfile() or member.isdir()):
-                        why = "a device, FIFO or other special file"
-                    if why:
-                        refuse(member.name, why)
-                    if member.isfile():
-                        take(tmp, member.name, functools.partial(tf.extractfile, member))
+            with open(archive, "rb") as raw:
+                counted = _Counted(raw, lambda n: advance(advance=n))
+                with tarfile.open(fileobj=counted, mode="r|*") as tf:
+                    for member in tf:
+                        why = _unsafe(member.name)
+                        if why is None and (member.issym() or member.islnk()):
+                            why = f"a link (to {member.linkname!r})"
+                        if why is None and not (member.isfile() or member.isdir()):
+                            why = "a device, FIFO or other special file"
+                        if why:
+                            members.refuse(member.name, why)
+                        if member.isfile():
+                            members.take(member.name, functools.partial(tf.extractfile, member))
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
-        result = Unpacked(sorted(c for c, s in seen.items() if len(s) == len(SPLITS)),
-                          [], {}, [], {})
-        for cell in sorted(written):
-            missing = [s for s in SPLITS if s not in written[cell]]
-            if missing:
-                result.incomplete[cell] = missing
-                continue
-            dest = data_dir / cell
-            if not dest.exists() and not dest.is_symlink():
-                os.replace(tmp / cell, dest)
-                result.new.append(cell)
-                continue
-            if not dest.is_dir():
-                raise DataError(f"{dest}: exists and is not a folder; move it away and run "
-                                "the same command again")
-            cls = dest / "classification"
-            cls.mkdir(exist_ok=True)
-            added = [s for s in SPLITS if not (cls / f"{s}.csv").exists()]
-            for s in added:
-                os.replace(tmp / cell / "classification" / f"{s}.csv", cls / f"{s}.csv")
-            if added:
-                result.completed[cell] = added
-            else:
-                result.kept.append(cell)
-        return result
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise DataError(f"{data_dir}: cannot write while unpacking {archive.name}: "
-                            f"{e.strerror}") from None
-        raise DataError(f"{archive}: damaged archive ({e}); delete it and run the same "
-                        "command again") from None
-    finally:
-        stack.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _place(members: _Members, data_dir: Path) -> Unpacked:
+    """Move each complete unpacked cell into data_dir: a new cell as a whole folder, an existing
+    cell's missing split files one by one; never overwrite a file."""
+    result = Unpacked(sorted(c for c, s in members.seen.items() if len(s) == len(SPLITS)),
+                      [], {}, [], {})
+    for cell in sorted(members.written):
+        missing = [s for s in SPLITS if s not in members.written[cell]]
+        if missing:
+            result.incomplete[cell] = missing
+            continue
+        dest = data_dir / cell
+        if not dest.exists() and not dest.is_symlink():
+            os.replace(members.tmp / cell, dest)
+            result.new.append(cell)
+            continue
+        if not dest.is_dir():
+            raise DataError(f"{dest}: exists and is not a folder; move it away and run "
+                            "the same command again")
+        cls = dest / "classification"
+        cls.mkdir(exist_ok=True)
+        added = [s for s in SPLITS if not (cls / f"{s}.csv").exists()]
+        for s in added:
+            os.replace(members.tmp / cell / "classification" / f"{s}.csv", cls / f"{s}.csv")
+        if added:
+            result.completed[cell] = added
+        else:
+            result.kept.append(cell)
+    return result
 
 
 def _lock(folder: Path):
