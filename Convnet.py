@@ -142,8 +142,10 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
         keys = sorted({k for row in self.rows for k in row} - {"epoch"})
         lines = [",".join(["epoch", *keys])]
-        lines += [",".join([str(r["epoch"]), *(repr(r.get(k, math.nan)) for k in keys)])
-                  for r in self.rows]
+        lines += [
+            ",".join([str(r["epoch"]), *(repr(r.get(k, math.nan)) for k in keys)])
+            for r in self.rows
+        ]
         files.write_text(self.path, "\n".join(lines) + "\n")
 
 
@@ -291,5 +293,9 @@ def test(model, x, y, batch_size=1000):
     pred = model.predict(x, batch_size=batch_size, verbose=0)
     proba = high_probability(pred)
     y = np.asarray(y)
-    return {"auc": roc_auc(y, proba), "accuracy": accuracy(y, pred), "n": int(len(y)),
-            "proba": proba}
+    return {
+        "auc": roc_auc(y, proba),
+        "accuracy": accuracy(y, pred),
+        "n": int(len(y)),
+        "proba": proba,
+    }

@@ -93,8 +93,11 @@ def input_length(additional_features: bool = True) -> int:
 # The network's variants (Convnet.Conv1DNet builds them) and their names in legends. Here, not in
 # Convnet.py, so the command lines offer them without importing TensorFlow; one of them only
 # changes the input: no_additional_features reads 500 values per gene instead of 505.
-VARIANT_LABELS = {"full": "full", "no_spatial_dropout": "no spatial dropout",
-                  "no_additional_features": "no additional features"}
+VARIANT_LABELS = {
+    "full": "full",
+    "no_spatial_dropout": "no spatial dropout",
+    "no_additional_features": "no additional features",
+}
 VARIANTS = tuple(VARIANT_LABELS)
 
 
@@ -128,12 +131,15 @@ def list_cells(data_dir: str | os.PathLike, warn: bool = True) -> list[str]:
         if not missing:
             cells.append(entry.name)
         elif warn:
-            print(f"warning: skipping {cls}: missing {', '.join(s + '.csv' for s in missing)}",
-                  file=sys.stderr)
+            print(
+                f"warning: skipping {cls}: missing {', '.join(s + '.csv' for s in missing)}",
+                file=sys.stderr,
+            )
     if not cells:
         raise DataError(
             f"{data_dir}: no cell folders found (expected <cell>/classification/"
-            "{train,valid,test}.csv)")
+            "{train,valid,test}.csv)"
+        )
     return cells
 
 
@@ -200,19 +206,20 @@ def _diagnose(path: Path, arrow_message: str) -> DataError:
             if len(fields) != len(COLUMNS):
                 return DataError(
                     f"{path}:{lineno}: expected {len(COLUMNS)} columns "
-                    f"({','.join(COLUMNS)}), got {len(fields)}")
+                    f"({','.join(COLUMNS)}), got {len(fields)}"
+                )
             if lineno == 1 and not fields[1].strip().lstrip("+-").isdigit():
                 return DataError(
                     f"{path}:1: looks like a header row ({line[:60]}); "
-                    "the data format has no header, remove that line")
+                    "the data format has no header, remove that line"
+                )
             if not fields[1].strip().isdigit():
                 return DataError(f"{path}:{lineno}: bin id {fields[1]!r} is not an integer")
             for name, value in zip(MARKS, fields[2:7]):
                 try:
                     float(value)
                 except ValueError:
-                    return DataError(
-                        f"{path}:{lineno}: {name} count {value!r} is not a number")
+                    return DataError(f"{path}:{lineno}: {name} count {value!r} is not a number")
             if fields[7].strip() not in ("0", "1"):
                 return DataError(f"{path}:{lineno}: label {fields[7]!r} is not 0 or 1")
     return DataError(f"{path}: cannot parse: {arrow_message.splitlines()[0]}")
@@ -230,10 +237,11 @@ def _first_row_off_block(gene_col, n_genes: int) -> int:
 
     n_rows = len(gene_col)
     offsets = np.frombuffer(gene_col.buffers()[1], dtype=np.int32)[
-        gene_col.offset: gene_col.offset + n_rows + 1]
+        gene_col.offset : gene_col.offset + n_rows + 1
+    ]
     widths = np.diff(offsets)
     if n_rows and widths.min() == widths.max() and widths[0] > 0:
-        raw = np.frombuffer(gene_col.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+        raw = np.frombuffer(gene_col.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
         block = raw.reshape(n_genes, N_BINS, int(widths[0]))
         differs = block != block[:, :1]
         # One flat reduction for the common, valid case; the per-row one only on an error.
@@ -300,7 +308,7 @@ def _parse_split(path: Path):
     for j, name in enumerate(MARKS):
         start = 0
         for chunk in table.column(name).chunks:
-            planes[j, start: start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+            planes[j, start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
     # One pass for the common case; locate the first offender only when there is one.
     if not (planes.min() >= 0 and planes.max() < np.inf):
@@ -310,8 +318,11 @@ def _parse_split(path: Path):
         row = int(np.flatnonzero(bad.any(axis=0))[0])
         j = int(np.flatnonzero(bad[:, row])[0])
         if not np.isfinite(planes[j, row]):
-            raise fail_row(row, f"{MARKS[j]} count is infinite or too large for float32 "
-                                f"(above {np.finfo(np.float32).max:.1e})")
+            raise fail_row(
+                row,
+                f"{MARKS[j]} count is infinite or too large for float32 "
+                f"(above {np.finfo(np.float32).max:.1e})",
+            )
         raise fail_row(row, f"{MARKS[j]} count {planes[j, row]:g} is negative")
 
     labels = table.column("label").to_numpy()
@@ -323,23 +334,30 @@ def _parse_split(path: Path):
     if n_rows % N_BINS:
         raise DataError(
             f"{path}: {n_rows} rows is not a multiple of {N_BINS} (one row per bin, "
-            f"{N_BINS} bins per gene); the file may be truncated")
+            f"{N_BINS} bins per gene); the file may be truncated"
+        )
     n_genes = n_rows // N_BINS
 
     gene_col = table.column("gene_id").combine_chunks()
     row = _first_row_off_block(gene_col, n_genes)
     if row >= 0:
         gene = gene_col[row - row % N_BINS].as_py()
-        raise fail_row(row, f"gene {gene} has {row % N_BINS} rows, expected {N_BINS} "
-                            f"(next id {gene_col[row].as_py()})")
+        raise fail_row(
+            row,
+            f"gene {gene} has {row % N_BINS} rows, expected {N_BINS} "
+            f"(next id {gene_col[row].as_py()})",
+        )
     ids = np.asarray(gene_col.take(np.arange(0, n_rows, N_BINS)).to_pylist(), dtype=str)
 
     bins = table.column("bin_id").to_numpy().reshape(n_genes, N_BINS)
     bad = bins != np.arange(1, N_BINS + 1, dtype=bins.dtype)
     if bad.any():
         g, b = np.argwhere(bad)[0]
-        raise fail_row(g * N_BINS + b, f"gene {ids[g]}: bin {bins[g, b]} where bin {b + 1} "
-                                       f"was expected (bins must be 1..{N_BINS} in order)")
+        raise fail_row(
+            g * N_BINS + b,
+            f"gene {ids[g]}: bin {bins[g, b]} where bin {b + 1} "
+            f"was expected (bins must be 1..{N_BINS} in order)",
+        )
 
     labels = labels.reshape(n_genes, N_BINS)
     bad = labels != labels[:, :1]
@@ -350,8 +368,9 @@ def _parse_split(path: Path):
     uniq, first, counts_per_id = np.unique(ids, return_index=True, return_counts=True)
     if (counts_per_id > 1).any():
         dup = uniq[counts_per_id > 1]
-        raise DataError(f"{path}: duplicate gene id(s) {', '.join(dup[:5])}"
-                        f"{' ...' if len(dup) > 5 else ''}")
+        raise DataError(
+            f"{path}: duplicate gene id(s) {', '.join(dup[:5])}{' ...' if len(dup) > 5 else ''}"
+        )
 
     return planes.reshape(N_MARKS, n_genes, N_BINS), labels[:, 0].copy(), ids
 
@@ -387,7 +406,7 @@ def _features(planes: np.ndarray, additional_features: bool = True) -> np.ndarra
         sums = planes.sum(axis=2).T  # (n, 5) column sums over the bins
         top = sums.max(axis=1, keepdims=True)
         np.maximum(top, np.finfo(np.float32).tiny, out=top)
-        np.divide(sums, top, out=out[:, N_BINS * N_MARKS:])
+        np.divide(sums, top, out=out[:, N_BINS * N_MARKS :])
     return out.reshape(n, length, 1)
 
 
@@ -433,8 +452,9 @@ def _read_cache(cache: Path, what: tuple[str, ...] = ("x", "labels", "ids")) -> 
         return None
 
 
-def load_split(path: str | os.PathLike, additional_features: bool = True,
-               cache: bool = True) -> Split:
+def load_split(
+    path: str | os.PathLike, additional_features: bool = True, cache: bool = True
+) -> Split:
     """Load one split CSV as a Split (x float32 (n, 505|500, 1), y float32 (n, 2), ids str).
 
     Parsed arrays are cached in ``.cache/`` beside the file, keyed by the file's path, size and
@@ -454,8 +474,9 @@ def load_split(path: str | os.PathLike, additional_features: bool = True,
     return split
 
 
-def load_cell(cell_dir: str | os.PathLike, additional_features: bool = True,
-              cache: bool = True) -> Cell:
+def load_cell(
+    cell_dir: str | os.PathLike, additional_features: bool = True, cache: bool = True
+) -> Cell:
     """All three splits of one cell (``<cell>/classification/`` or the folder of the CSVs)."""
     cell_dir = Path(cell_dir)
     if not cell_dir.is_dir():
@@ -464,8 +485,9 @@ def load_cell(cell_dir: str | os.PathLike, additional_features: bool = True,
     # Three threads: pyarrow and numpy release the GIL, so one split's checks and
     # preprocessing overlap the next one's parse.
     with ThreadPoolExecutor(len(SPLITS)) as pool:
-        splits = list(pool.map(lambda s: load_split(cls / f"{s}.csv", additional_features, cache),
-                               SPLITS))
+        splits = list(
+            pool.map(lambda s: load_split(cls / f"{s}.csv", additional_features, cache), SPLITS)
+        )
     name = cell_dir.name if cls != cell_dir else cell_dir.resolve().parent.name
     return Cell(name, *splits)
 
@@ -490,9 +512,15 @@ def _split_size(path: Path, additional_features: bool, cache: bool) -> int:
     return len(load_split(path, additional_features, cache).ids)
 
 
-def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = None,
-                  seed: int = 0, val_fraction: float = 0.3, additional_features: bool = True,
-                  cache: bool = True, tests: bool = True) -> MixedData:
+def load_data_mix(
+    data_dir: str | os.PathLike,
+    cells: str | list[str] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.3,
+    additional_features: bool = True,
+    cache: bool = True,
+    tests: bool = True,
+) -> MixedData:
     """The mixed experiment's data.
 
     The train and valid splits of all (or the chosen) cells are pooled, shuffled with ``seed``
@@ -505,8 +533,11 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
     """
     data_dir = Path(data_dir)
     names = select_cells(data_dir, cells)
-    parts = [(c, classification_dir(data_dir / c) / f"{s}.csv") for c in names
-             for s in ("train", "valid")]
+    parts = [
+        (c, classification_dir(data_dir / c) / f"{s}.csv")
+        for c in names
+        for s in ("train", "valid")
+    ]
     sizes = [_split_size(p, additional_features, cache) for _, p in parts]
     total = int(sum(sizes))
     n_train = int(round(total * (1.0 - val_fraction)))
@@ -517,8 +548,12 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
 
     def empty(n):
         width = max(len(c) for c in names)
-        return Split(np.empty((n, length, 1), np.float32), np.empty((n, 2), np.float32),
-                     np.empty(n, dtype="<U16"), np.empty(n, dtype=f"<U{width}"))
+        return Split(
+            np.empty((n, length, 1), np.float32),
+            np.empty((n, 2), np.float32),
+            np.empty(n, dtype="<U16"),
+            np.empty(n, dtype=f"<U{width}"),
+        )
 
     pooled = (empty(n_train), empty(total - n_train))
     start = 0
@@ -526,28 +561,39 @@ def load_data_mix(data_dir: str | os.PathLike, cells: str | list[str] | None = N
         split = load_split(path, additional_features, cache)
         if len(split.ids) != n:
             raise DataError(f"{path}: changed while loading")
-        slots = position[start:start + n]
+        slots = position[start : start + n]
         start += n
-        for dest, sel, offset in ((pooled[0], slots < n_train, 0),
-                                  (pooled[1], slots >= n_train, n_train)):
+        for dest, sel, offset in (
+            (pooled[0], slots < n_train, 0),
+            (pooled[1], slots >= n_train, n_train),
+        ):
             at = slots[sel] - offset
             dest.x[at] = split.x[sel]
             dest.y[at] = split.y[sel]
             dest.ids[at] = split.ids[sel]
             dest.cells[at] = cell
         del split
-    tests = {c: load_split(classification_dir(data_dir / c) / "test.csv",
-                           additional_features, cache) for c in (names if tests else [])}
+    tests = {
+        c: load_split(classification_dir(data_dir / c) / "test.csv", additional_features, cache)
+        for c in (names if tests else [])
+    }
     return MixedData(pooled[0], pooled[1], tests)
 
 
-def mixed_bytes(data_dir: str | os.PathLike, cells: list[str],
-                additional_features: bool = True, cache: bool = True) -> int:
+def mixed_bytes(
+    data_dir: str | os.PathLike,
+    cells: list[str],
+    additional_features: bool = True,
+    cache: bool = True,
+) -> int:
     """Bytes of the arrays `load_data_mix` builds for these cells (x float32, y float32, ids and
     cell names as <U16 text), from the genes per split; cheap once the splits are cached."""
     data_dir = Path(data_dir)
-    genes = sum(_split_size(classification_dir(data_dir / c) / f"{s}.csv", additional_features,
-                            cache) for c in cells for s in SPLITS)
+    genes = sum(
+        _split_size(classification_dir(data_dir / c) / f"{s}.csv", additional_features, cache)
+        for c in cells
+        for s in SPLITS
+    )
     return genes * (input_length(additional_features) * 4 + 2 * 4 + 2 * 16 * 4)
 
 
@@ -567,16 +613,21 @@ def _mark_profiles(offset: np.ndarray) -> np.ndarray:
     offset: (n,) bins. Returns float64 (n, 100, 5) in the data's mark order.
     """
     b = np.arange(1, N_BINS + 1)[None, :] - offset[:, None]  # (n, 100)
-    k27 = 0.4 + 0.6 * _gauss(b, _TSS, 30)                    # broad repressive domain
+    k27 = 0.4 + 0.6 * _gauss(b, _TSS, 30)  # broad repressive domain
     k36 = 0.05 + 1.0 / (1.0 + np.exp(-(b - _TSS - 12) / 6))  # rises along the gene body
     k4me1 = 0.15 + _gauss(b, _TSS - 12, 6) + _gauss(b, _TSS + 14, 7)  # flanks the promoter
-    k4me3 = 0.05 + _gauss(b, _TSS + 1.5, 3.5)               # sharp peak at the TSS
-    k9 = np.ones_like(b, dtype=float)                       # flat background
+    k4me3 = 0.05 + _gauss(b, _TSS + 1.5, 3.5)  # sharp peak at the TSS
+    k9 = np.ones_like(b, dtype=float)  # flat background
     return np.stack([k27, k36, k4me1, k4me3, k9], axis=2)
 
 
-def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
-               seed: int = 0, names: list[str] | None = None) -> list[str]:
+def synthesize(
+    out_dir: str | os.PathLike,
+    n_cells: int = 3,
+    n_genes: int = 200,
+    seed: int = 0,
+    names: list[str] | None = None,
+) -> list[str]:
     """Write a data_dir in exactly the real format; returns the cell names.
 
     The model behind it: every gene has a latent expression level (partly shared across
@@ -597,8 +648,9 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
     names = list(names) if names else [f"S{i + 1:03d}" for i in range(n_cells)]
     total = 3 * n_genes
     # Same genes and the same split for every cell, as in the real data.
-    ids = np.char.zfill(rng.choice(np.arange(1, 10 * total + 100), total, replace=False)
-                        .astype(str), 6)
+    ids = np.char.zfill(
+        rng.choice(np.arange(1, 10 * total + 100), total, replace=False).astype(str), 6
+    )
     housekeeping = rng.standard_normal(total)
     offset = np.clip(np.round(rng.normal(0, 6, total)), -15, 15)
     profiles = _mark_profiles(offset)
@@ -625,8 +677,9 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
         amp = np.exp(rng.normal(0, 1, total))[:, None]
         away = side[:, None] * (bins - centre)
         mean[near, :, 3] += (cell_depth[3] * amp * _gauss(bins, centre, 3.5))[near]
-        mean[near, :, 1] += (cell_depth[1] * amp * (away > 0)
-                             / (1 + np.exp(-(away - 12) / 6)))[near]
+        mean[near, :, 1] += (cell_depth[1] * amp * (away > 0) / (1 + np.exp(-(away - 12) / 6)))[
+            near
+        ]
         dispersion = 2.0
         counts = rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.int32)
 
@@ -635,13 +688,18 @@ def synthesize(out_dir: str | os.PathLike, n_cells: int = 3, n_genes: int = 200,
         for k, split in enumerate(SPLITS):
             genes = slice(k * n_genes, (k + 1) * n_genes)
             c = counts[genes].reshape(-1, N_MARKS)
-            cols = {"gene_id": np.repeat(ids[genes], N_BINS),
-                    "bin_id": np.tile(np.arange(1, N_BINS + 1, dtype=np.int32), n_genes)}
+            cols = {
+                "gene_id": np.repeat(ids[genes], N_BINS),
+                "bin_id": np.tile(np.arange(1, N_BINS + 1, dtype=np.int32), n_genes),
+            }
             cols.update({m: c[:, j] for j, m in enumerate(MARKS)})
             cols["label"] = np.repeat(label[genes], N_BINS)
             table = pa.table(cols)
-            pacsv.write_csv(table, cls / f"{split}.csv", write_options=pacsv.WriteOptions(
-                include_header=False, quoting_style="none"))
+            pacsv.write_csv(
+                table,
+                cls / f"{split}.csv",
+                write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"),
+            )
     return names
 
 
@@ -653,20 +711,28 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["download"]:
         # The download client is download.py; data.py does not import it (it imports data.py).
-        raise DataError("the download is its own command: python download.py "
-                        + " ".join(argv[1:]) if argv[1:] else
-                        "the download is its own command: python download.py --data_dir DIR")
+        raise DataError(
+            "the download is its own command: python download.py " + " ".join(argv[1:])
+            if argv[1:]
+            else "the download is its own command: python download.py --data_dir DIR"
+        )
     parser = argparse.ArgumentParser(
-        prog="data.py", description="Data tools for the 1D CNN gene expression project.")
+        prog="data.py", description="Data tools for the 1D CNN gene expression project."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synth", help="write a synthetic data_dir in the real on-disk format")
     p.add_argument("--out", required=True, help="data_dir to write (cells become subfolders)")
     p.add_argument("--cells", type=int, default=3, help="number of cells [Default: %(default)s]")
-    p.add_argument("--genes", type=int, default=200,
-                   help="genes per split (train, valid, test) [Default: %(default)s]")
+    p.add_argument(
+        "--genes",
+        type=int,
+        default=200,
+        help="genes per split (train, valid, test) [Default: %(default)s]",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed [Default: %(default)s]")
-    p.add_argument("--names", default=None,
-                   help="comma-separated cell names [Default: S001, S002, ...]")
+    p.add_argument(
+        "--names", default=None, help="comma-separated cell names [Default: S001, S002, ...]"
+    )
     args = parser.parse_args(argv)
     if args.cells < 1 or args.genes < 1:
         parser.error("--cells and --genes must be positive")
@@ -674,8 +740,10 @@ def main(argv=None) -> int:
     if names and len(names) != args.cells:
         parser.error("--names must give one name per cell")
     written = synthesize(args.out, args.cells, args.genes, args.seed, names)
-    print(f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
-          f"{', '.join(written)}")
+    print(
+        f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
+        f"{', '.join(written)}"
+    )
     return 0
 
 

@@ -39,8 +39,9 @@ def parse_devices(spec: str | None) -> list[str]:
     for item in spec.split(","):
         match = DEVICE.match(item.strip())
         if not match:
-            raise DeviceError(f"--devices: {item.strip()!r} is not a device name like GPU:0 "
-                              "or CPU:1")
+            raise DeviceError(
+                f"--devices: {item.strip()!r} is not a device name like GPU:0 or CPU:1"
+            )
         names.append(f"/device:{match[1].upper()}:{int(match[2])}")
     if len(set(names)) < len(names):
         raise DeviceError(f"--devices: a device is named twice in {spec!r}")
@@ -55,11 +56,15 @@ def logical_cpus(devices: list[str]) -> int:
 def tf_config() -> tuple[str, int, dict]:
     """(task type, task index, cluster) from the TF_CONFIG environment variable, checked."""
     text = os.environ.get("TF_CONFIG", "").strip()
-    example = ('e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}')
+    example = (
+        'e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
     if not text:
-        raise DeviceError("--distribute multiworker needs the TF_CONFIG environment variable "
-                          f"(the cluster and this process's task), {example}")
+        raise DeviceError(
+            "--distribute multiworker needs the TF_CONFIG environment variable "
+            f"(the cluster and this process's task), {example}"
+        )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:
@@ -67,7 +72,7 @@ def tf_config() -> tuple[str, int, dict]:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise DeviceError(f"TF_CONFIG needs a \"cluster\" and a \"task\", {example}")
+        raise DeviceError(f'TF_CONFIG needs a "cluster" and a "task", {example}')
     kind, index = task.get("type"), task.get("index", 0)
     if kind not in ("chief", "worker"):
         raise DeviceError(f"TF_CONFIG task type {kind!r}: only chief and worker tasks train here")
@@ -81,8 +86,10 @@ def check_args(args) -> None:
     """Checks of --distribute and --devices that need no TensorFlow; sets args.chief."""
     devices = parse_devices(args.devices)
     if devices and args.distribute != "mirrored":
-        raise DeviceError("--devices needs --distribute mirrored (multiworker uses every local "
-                          "GPU: restrict them with CUDA_VISIBLE_DEVICES)")
+        raise DeviceError(
+            "--devices needs --distribute mirrored (multiworker uses every local "
+            "GPU: restrict them with CUDA_VISIBLE_DEVICES)"
+        )
     args.chief = True
     if args.distribute == "multiworker":
         kind, index, cluster = tf_config()
@@ -114,7 +121,8 @@ def setup(args):
     if cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpus)])
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cpus)]
+        )
     if args.distribute == "multiworker":
         _patch_keras_for_multiworker()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -122,16 +130,20 @@ def setup(args):
         seen = [d.name for d in tf.config.list_logical_devices()]
         missing = [d for d in devices if d not in seen]
         if missing:
-            raise DeviceError(f"--devices {args.devices}: TensorFlow sees no "
-                              f"{', '.join(short(d) for d in missing)} (it sees "
-                              f"{', '.join(short(d) for d in seen)})")
+            raise DeviceError(
+                f"--devices {args.devices}: TensorFlow sees no "
+                f"{', '.join(short(d) for d in missing)} (it sees "
+                f"{', '.join(short(d) for d in seen)})"
+            )
         # None: every local GPU, or the CPU where there is none.
         strategy = tf.distribute.MirroredStrategy(devices or None)
     else:
         strategy = tf.distribute.get_strategy()  # the default: no replicas, one device
     if strategy.num_replicas_in_sync > args.batch_size:
-        raise DeviceError(f"--batch_size {args.batch_size} is smaller than the "
-                          f"{strategy.num_replicas_in_sync} replicas: every replica needs genes")
+        raise DeviceError(
+            f"--batch_size {args.batch_size} is smaller than the "
+            f"{strategy.num_replicas_in_sync} replicas: every replica needs genes"
+        )
     if args.jit:
         check_jit(args, strategy)
     if args.mixed_precision == "auto":
@@ -150,16 +162,20 @@ def check_jit(args, strategy) -> None:
 
     local = 1 if args.distribute == "none" else len(strategy.extended.worker_devices)
     if local > 1:
-        raise DeviceError(f"--jit with {local} replicas on one machine: Keras compiles them into "
-                          "one XLA program, which TensorFlow cannot run; drop --jit or use one "
-                          "device per process")
+        raise DeviceError(
+            f"--jit with {local} replicas on one machine: Keras compiles them into "
+            "one XLA program, which TensorFlow cannot run; drop --jit or use one "
+            "device per process"
+        )
     if args.distribute == "multiworker" and not tf.config.list_logical_devices("GPU"):
-        raise DeviceError("--jit with --distribute multiworker needs GPUs: XLA has no "
-                          "collective operations on CPUs")
+        raise DeviceError(
+            "--jit with --distribute multiworker needs GPUs: XLA has no "
+            "collective operations on CPUs"
+        )
 
 
 def short(device: str) -> str:
-    """"/job:worker/replica:0/task:1/device:GPU:0" -> "GPU:0"."""
+    """ "/job:worker/replica:0/task:1/device:GPU:0" -> "GPU:0"."""
     return device.rsplit("device:", 1)[-1]
 
 
@@ -183,8 +199,12 @@ def describe(args, strategy) -> str:
             role = "chief" if args.chief else "not the chief: writes no results"
             text += f" over {workers()} workers; this is {kind} {index}, {role}"
     per_replica = args.batch_size / replicas
-    text += (f"; batch {args.batch_size} genes per step over all replicas"
-             f" ({per_replica:.3g} per replica)" if replicas > 1 else "")
+    text += (
+        f"; batch {args.batch_size} genes per step over all replicas"
+        f" ({per_replica:.3g} per replica)"
+        if replicas > 1
+        else ""
+    )
     text += f"; learning rate {learning_rate(args, strategy):g}"
     text += f"; mixed precision {policy(args) or 'off'}; XLA {'on' if args.jit else 'off'}"
     return text
@@ -214,8 +234,9 @@ def shared_seed(strategy, seed: int) -> int:
 
     def first_replica_only():
         ctx = tf.distribute.get_replica_context()
-        return tf.where(ctx.replica_id_in_sync_group == 0, tf.constant(seed, tf.int64),
-                        tf.constant(0, tf.int64))
+        return tf.where(
+            ctx.replica_id_in_sync_group == 0, tf.constant(seed, tf.int64), tf.constant(0, tf.int64)
+        )
 
     return int(strategy.reduce("SUM", strategy.run(first_replica_only), axis=None))
 
@@ -276,8 +297,9 @@ def _patch_keras_for_multiworker() -> None:
     except ImportError:
         return
     needed = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "TensorFlowTrainer")
-    if getattr(trainer, "_multiworker_patched", False) or not all(hasattr(trainer, n)
-                                                                 for n in needed):
+    if getattr(trainer, "_multiworker_patched", False) or not all(
+        hasattr(trainer, n) for n in needed
+    ):
         return
     build = getattr(trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
     if build is None:
@@ -297,7 +319,8 @@ def _patch_keras_for_multiworker() -> None:
             local = self.distribute_strategy.experimental_local_results
             data_batch = tree.map_structure(
                 lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
-                batch)
+                batch,
+            )
         return build(self, data_batch=data_batch)
 
     trainer.reduce_per_replica = reduce_over_workers

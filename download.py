@@ -90,8 +90,16 @@ def _describe(e: BaseException) -> str:
         return "connection refused"
     if isinstance(reason, TimeoutError):
         return f"no answer within {_HTTP_TIMEOUT_S} s"
-    if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                           http.client.IncompleteRead, http.client.RemoteDisconnected)):
+    if isinstance(
+        reason,
+        (
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            http.client.IncompleteRead,
+            http.client.RemoteDisconnected,
+        ),
+    ):
         return "connection dropped"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
@@ -113,8 +121,9 @@ def _open(url: str, headers: dict | None = None):
             wait = e.headers.get("Retry-After", "") if e.headers else ""
             # Zenodo rate-limits with 429 and says how long to wait; capped so that a run
             # never sits silent for long.
-            raise _Transient(_describe(e), min(float(wait), 60.0) if wait.isdigit() else None) \
-                from None
+            raise _Transient(
+                _describe(e), min(float(wait), 60.0) if wait.isdigit() else None
+            ) from None
         raise
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise _Transient(_describe(e)) from None
@@ -134,9 +143,12 @@ def _retrying(action, what: str, retries: int, backoff: float, hint: str):
             if attempt == retries:
                 tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
                 raise DownloadError(f"{what}: {e} ({tries}); {hint}") from None
-            delay = e.wait if e.wait is not None else backoff * 2 ** attempt
-            print(f"warning: {what}: {e}; retrying in {delay:.3g} s "
-                  f"(attempt {attempt + 2} of {retries + 1})", file=sys.stderr)
+            delay = e.wait if e.wait is not None else backoff * 2**attempt
+            print(
+                f"warning: {what}: {e}; retrying in {delay:.3g} s "
+                f"(attempt {attempt + 2} of {retries + 1})",
+                file=sys.stderr,
+            )
             time.sleep(delay)
 
 
@@ -150,8 +162,10 @@ def _record_files(payload, api: str, base: str, record: str) -> list[RecordFile]
         files = files.get("entries")
         files = list(files.values()) if isinstance(files, dict) else files
     if not isinstance(files, list):
-        raise DownloadError(f"{api}: the answer lists no files (is the record restricted, or "
-                            "--zenodo_url not a Zenodo server?)")
+        raise DownloadError(
+            f"{api}: the answer lists no files (is the record restricted, or "
+            "--zenodo_url not a Zenodo server?)"
+        )
     out = []
     for entry in files:
         entry = entry if isinstance(entry, dict) else {}
@@ -161,24 +175,39 @@ def _record_files(payload, api: str, base: str, record: str) -> list[RecordFile]
         size = entry.get("size", entry.get("filesize"))
         links = entry.get("links") if isinstance(entry.get("links"), dict) else {}
         # The file's name becomes a path under .download/: a plain name only.
-        if (not isinstance(key, str) or not key or key.startswith(".") or "/" in key
-                or "\\" in key or "\0" in key):
+        if (
+            not isinstance(key, str)
+            or not key
+            or key.startswith(".")
+            or "/" in key
+            or "\\" in key
+            or "\0" in key
+        ):
             raise DownloadError(f"{api}: the record lists an unusable file name {key!r}")
         if not isinstance(size, int) or size < 0 or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-            raise DownloadError(f"{api}: file {key} has no valid size and MD5 checksum in the "
-                                "record, so it cannot be verified")
+            raise DownloadError(
+                f"{api}: file {key} has no valid size and MD5 checksum in the "
+                "record, so it cannot be verified"
+            )
         # Newer Zenodo gives the bytes as links.content (links.self is then the metadata);
         # the legacy answer gives them as links.self.
-        link = links.get("content") or links.get("self") or (
-            f"{base}/api/records/{record}/files/{urllib.parse.quote(key)}/content")
+        link = (
+            links.get("content")
+            or links.get("self")
+            or (f"{base}/api/records/{record}/files/{urllib.parse.quote(key)}/content")
+        )
         out.append(RecordFile(key, size, md5.lower(), urllib.parse.urljoin(api, link)))
     if not out:
         raise DownloadError(f"{api}: the record lists no files")
     return out
 
 
-def fetch_record(zenodo_url: str = ZENODO_URL, record: str = ZENODO_RECORD, retries: int = 4,
-                 backoff: float = 1.0) -> list[RecordFile]:
+def fetch_record(
+    zenodo_url: str = ZENODO_URL,
+    record: str = ZENODO_RECORD,
+    retries: int = 4,
+    backoff: float = 1.0,
+) -> list[RecordFile]:
     """The files of a Zenodo record, from ``GET {zenodo_url}/api/records/{record}``."""
     import http.client
     import json
@@ -193,8 +222,9 @@ def fetch_record(zenodo_url: str = ZENODO_URL, record: str = ZENODO_RECORD, retr
     except ValueError:
         address = address._replace(netloc="")
     if address.scheme not in ("http", "https") or not address.netloc:
-        raise DataError(f"--zenodo_url {zenodo_url!r}: expected an http(s) address such as "
-                        f"{ZENODO_URL}")
+        raise DataError(
+            f"--zenodo_url {zenodo_url!r}: expected an http(s) address such as {ZENODO_URL}"
+        )
     if not re.fullmatch(r"[\w-]+", str(record)):
         raise DataError(f"--record {record!r}: expected a record id such as {ZENODO_RECORD}")
     api = f"{base}/api/records/{record}"
@@ -210,13 +240,16 @@ def fetch_record(zenodo_url: str = ZENODO_URL, record: str = ZENODO_RECORD, retr
     try:
         body = _retrying(get, api, retries, backoff, hint)
     except urllib.error.HTTPError as e:
-        raise DownloadError(f"{api}: {_describe(e)}; check --record and --zenodo_url "
-                            f"(or ZENODO_URL), then run the same command again") from None
+        raise DownloadError(
+            f"{api}: {_describe(e)}; check --record and --zenodo_url "
+            f"(or ZENODO_URL), then run the same command again"
+        ) from None
     try:
         payload = json.loads(body)
     except ValueError:
-        raise DownloadError(f"{api}: the answer is not JSON; is --zenodo_url a Zenodo "
-                            "server?") from None
+        raise DownloadError(
+            f"{api}: the answer is not JSON; is --zenodo_url a Zenodo server?"
+        ) from None
     return _record_files(payload, api, base, record)
 
 
@@ -237,14 +270,26 @@ def _verify(path: Path, f: RecordFile) -> str | None:
 def _progress_bar(enabled: bool):
     """Rich's progress bar (a Keras dependency) with bytes, speed and time left, on stderr."""
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     console = Console(stderr=True)
     # Off when stderr is not a terminal: a log file gets the one summary line per file instead.
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not (enabled and console.is_terminal))
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal),
+    )
 
 
 def _fetch_once(f: RecordFile, part: Path, bar, task, fetched: list[int]) -> None:
@@ -265,11 +310,14 @@ def _fetch_once(f: RecordFile, part: Path, bar, task, fetched: list[int]) -> Non
             part.unlink(missing_ok=True)
             bar.update(task, completed=0)
             raise _Transient("the server cannot resume it; starting over") from None
-        raise DownloadError(f"{f.key} ({f.url}): {_describe(e)}; check --zenodo_url (or "
-                            "ZENODO_URL), then run the same command again") from None
+        raise DownloadError(
+            f"{f.key} ({f.url}): {_describe(e)}; check --zenodo_url (or "
+            "ZENODO_URL), then run the same command again"
+        ) from None
     with resp:
         if resp.status == 206 and not resp.headers.get("Content-Range", "").startswith(
-                f"bytes {have}-"):
+            f"bytes {have}-"
+        ):
             part.unlink(missing_ok=True)
             raise _Transient("the server answered with another byte range; starting over")
         if resp.status != 206:
@@ -280,16 +328,17 @@ def _fetch_once(f: RecordFile, part: Path, bar, task, fetched: list[int]) -> Non
                 try:
                     chunk = resp.read(_CHUNK)
                 except (OSError, http.client.HTTPException) as e:
-                    raise _Transient(f"{_describe(e)} after {have:,} of {f.size:,} bytes") \
-                        from None
+                    raise _Transient(f"{_describe(e)} after {have:,} of {f.size:,} bytes") from None
                 if not chunk:
                     break
                 if have + len(chunk) > f.size:
                     out.close()
                     part.unlink()
-                    raise DownloadError(f"{f.key} ({f.url}): the server sent more than the "
-                                        f"{f.size:,} bytes the record lists; the partial file "
-                                        "was removed; run the same command again")
+                    raise DownloadError(
+                        f"{f.key} ({f.url}): the server sent more than the "
+                        f"{f.size:,} bytes the record lists; the partial file "
+                        "was removed; run the same command again"
+                    )
                 try:
                     out.write(chunk)
                 except OSError as e:
@@ -302,8 +351,9 @@ def _fetch_once(f: RecordFile, part: Path, bar, task, fetched: list[int]) -> Non
         raise _Transient(f"connection closed after {have:,} of {f.size:,} bytes")
 
 
-def download_file(f: RecordFile, folder: Path, retries: int = 4, backoff: float = 1.0,
-                  progress: bool = True) -> Path:
+def download_file(
+    f: RecordFile, folder: Path, retries: int = 4, backoff: float = 1.0, progress: bool = True
+) -> Path:
     """Download one record file into ``folder`` and verify its size and MD5; returns its path.
 
     A file already there and verified is not fetched again (one that fails verification is
@@ -329,24 +379,37 @@ def download_file(f: RecordFile, folder: Path, retries: int = 4, backoff: float 
     have = part.stat().st_size if part.exists() else 0
     free = shutil.disk_usage(folder).free
     if f.size - have > free:
-        raise DataError(f"{folder}: {f.key} needs {_human(f.size - have)} more, only "
-                        f"{_human(free)} free; free some space and run the same command again")
-    print(f"{f.key}: {'resuming at ' + _human(have) + ' of ' if have else 'downloading '}"
-          f"{_human(f.size)} from {f.url}")
+        raise DataError(
+            f"{folder}: {f.key} needs {_human(f.size - have)} more, only "
+            f"{_human(free)} free; free some space and run the same command again"
+        )
+    print(
+        f"{f.key}: {'resuming at ' + _human(have) + ' of ' if have else 'downloading '}"
+        f"{_human(f.size)} from {f.url}"
+    )
     start, fetched = time.monotonic(), [0]
     with _progress_bar(progress) as bar:
         task = bar.add_task(f.key, total=f.size, completed=have)
-        _retrying(lambda: _fetch_once(f, part, bar, task, fetched), f"{f.key} ({f.url})",
-                  retries, backoff, "check the network, then " + _AGAIN)
+        _retrying(
+            lambda: _fetch_once(f, part, bar, task, fetched),
+            f"{f.key} ({f.url})",
+            retries,
+            backoff,
+            "check the network, then " + _AGAIN,
+        )
     seconds = max(time.monotonic() - start, 1e-6)
     problem = _verify(part, f)
     if problem is not None:
         part.unlink()
-        raise DownloadError(f"{f.key}: {problem}; the file was removed, not used; run the "
-                            "same command again to download it afresh")
+        raise DownloadError(
+            f"{f.key}: {problem}; the file was removed, not used; run the "
+            "same command again to download it afresh"
+        )
     os.replace(part, final)
-    print(f"{f.key}: fetched {_human(fetched[0])} in {seconds:.1f} s "
-          f"({_human(fetched[0] / seconds)}/s); size and MD5 verified")
+    print(
+        f"{f.key}: fetched {_human(fetched[0])} in {seconds:.1f} s "
+        f"({_human(fetched[0] / seconds)}/s); size and MD5 verified"
+    )
     return final
 
 
@@ -413,9 +476,13 @@ class Unpacked:
     incomplete: dict[str, list[str]]
 
 
-def unpack(archive: str | os.PathLike, data_dir: str | os.PathLike,
-           cells: set[str] | None = None, name: str | None = None,
-           progress: bool = False) -> Unpacked:
+def unpack(
+    archive: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    cells: set[str] | None = None,
+    name: str | None = None,
+    progress: bool = False,
+) -> Unpacked:
     """Unpack the split files of a zip or tar (.gz/.bz2/.xz) archive as
     ``<data_dir>/<cell>/classification/{train,valid,test}.csv``, whatever folders they sit in.
 
@@ -442,10 +509,12 @@ def unpack(archive: str | os.PathLike, data_dir: str | os.PathLike,
         return _place(members, data_dir)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
-            raise DataError(f"{data_dir}: cannot write while unpacking {archive.name}: "
-                            f"{e.strerror}") from None
-        raise DataError(f"{archive}: damaged archive ({e}); delete it and run the same "
-                        "command again") from None
+            raise DataError(
+                f"{data_dir}: cannot write while unpacking {archive.name}: {e.strerror}"
+            ) from None
+        raise DataError(
+            f"{archive}: damaged archive ({e}); delete it and run the same command again"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -454,16 +523,22 @@ class _Members:
     """The split files met while reading an archive, copied into ``tmp/<cell>/classification``
     for the chosen cells; the safety refusal that stops an archive as a whole."""
 
-    def __init__(self, archive: Path, data_dir: Path, tmp: Path, stem: str,
-                 cells: set[str] | None):
-        self.archive, self.data_dir, self.tmp, self.stem, self.cells = (archive, data_dir, tmp,
-                                                                        stem, cells)
+    def __init__(self, archive: Path, data_dir: Path, tmp: Path, stem: str, cells: set[str] | None):
+        self.archive, self.data_dir, self.tmp, self.stem, self.cells = (
+            archive,
+            data_dir,
+            tmp,
+            stem,
+            cells,
+        )
         self.written: dict[str, dict[str, str]] = {}  # cell -> split -> member, cells unpacked
         self.seen: dict[str, set[str]] = {}  # cell -> splits, of every cell in the archive
 
     def refuse(self, member: str, why: str):
-        raise DataError(f"{self.archive}: refused: member {member!r} is {why}, which could "
-                        f"write outside {self.data_dir}; nothing was unpacked from this archive")
+        raise DataError(
+            f"{self.archive}: refused: member {member!r} is {why}, which could "
+            f"write outside {self.data_dir}; nothing was unpacked from this archive"
+        )
 
     def take(self, member: str, open_member) -> None:
         target = _member_target(member, self.stem)
@@ -475,8 +550,10 @@ class _Members:
             return
         splits = self.written.setdefault(cell, {})
         if split in splits:
-            raise DataError(f"{self.archive}: holds {cell}'s {split}.csv twice "
-                            f"({splits[split]} and {member}); cannot tell which to use")
+            raise DataError(
+                f"{self.archive}: holds {cell}'s {split}.csv twice "
+                f"({splits[split]} and {member}); cannot tell which to use"
+            )
         dest = self.tmp / cell / "classification" / f"{split}.csv"
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open_member() as src, open(dest, "wb") as out:
@@ -544,8 +621,9 @@ def _extract(archive: Path, members: _Members, progress: bool) -> None:
 def _place(members: _Members, data_dir: Path) -> Unpacked:
     """Move each complete unpacked cell into data_dir: a new cell as a whole folder, an existing
     cell's missing split files one by one; never overwrite a file."""
-    result = Unpacked(sorted(c for c, s in members.seen.items() if len(s) == len(SPLITS)),
-                      [], {}, [], {})
+    result = Unpacked(
+        sorted(c for c, s in members.seen.items() if len(s) == len(SPLITS)), [], {}, [], {}
+    )
     for cell in sorted(members.written):
         missing = [s for s in SPLITS if s not in members.written[cell]]
         if missing:
@@ -557,8 +635,9 @@ def _place(members: _Members, data_dir: Path) -> Unpacked:
             result.new.append(cell)
             continue
         if not dest.is_dir():
-            raise DataError(f"{dest}: exists and is not a folder; move it away and run "
-                            "the same command again")
+            raise DataError(
+                f"{dest}: exists and is not a folder; move it away and run the same command again"
+            )
         cls = dest / "classification"
         cls.mkdir(exist_ok=True)
         added = [s for s in SPLITS if not (cls / f"{s}.csv").exists()]
@@ -590,8 +669,10 @@ def _lock(folder: Path):
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise DataError(f"{folder.parent}: another download into this folder is "
-                                "running; wait for it to end") from None
+                raise DataError(
+                    f"{folder.parent}: another download into this folder is "
+                    "running; wait for it to end"
+                ) from None
             yield
 
     return held()
@@ -609,9 +690,16 @@ def _parse_cells(cells: str | list[str] | None) -> set[str] | None:
     return chosen
 
 
-def download(data_dir: str | os.PathLike = "data", cells: str | list[str] | None = None,
-             zenodo_url: str | None = None, record: str = ZENODO_RECORD, retries: int = 4,
-             backoff: float = 1.0, progress: bool = True, list_only: bool = False) -> list[str]:
+def download(
+    data_dir: str | os.PathLike = "data",
+    cells: str | list[str] | None = None,
+    zenodo_url: str | None = None,
+    record: str = ZENODO_RECORD,
+    retries: int = 4,
+    backoff: float = 1.0,
+    progress: bool = True,
+    list_only: bool = False,
+) -> list[str]:
     """Download, verify and unpack the record's files into ``data_dir``; returns the cells in
     data_dir afterwards (``list_cells``).
 
@@ -624,9 +712,11 @@ def download(data_dir: str | os.PathLike = "data", cells: str | list[str] | None
     wanted = _parse_cells(cells)
     data_dir = Path(data_dir)
     files = fetch_record(zenodo_url, record, retries, backoff)
-    print(f"record {record} at {zenodo_url}: {len(files)} file{'s' if len(files) > 1 else ''}, "
-          f"{_human(sum(f.size for f in files))}: "
-          + ", ".join(f"{f.key} ({_human(f.size)})" for f in files))
+    print(
+        f"record {record} at {zenodo_url}: {len(files)} file{'s' if len(files) > 1 else ''}, "
+        f"{_human(sum(f.size for f in files))}: "
+        + ", ".join(f"{f.key} ({_human(f.size)})" for f in files)
+    )
     if list_only:
         return []
     if wanted is not None:
@@ -634,8 +724,10 @@ def download(data_dir: str | os.PathLike = "data", cells: str | list[str] | None
         if per_cell:
             missing = sorted(wanted - {_archive_stem(f.key) for f in per_cell})
             if missing:
-                raise DataError(f"record {record} has no file for cell(s) {', '.join(missing)} "
-                                f"(its files: {', '.join(f.key for f in files)})")
+                raise DataError(
+                    f"record {record} has no file for cell(s) {', '.join(missing)} "
+                    f"(its files: {', '.join(f.key for f in files)})"
+                )
             files = per_cell
     folder = data_dir / DOWNLOAD_DIR
     try:
@@ -651,14 +743,20 @@ def download(data_dir: str | os.PathLike = "data", cells: str | list[str] | None
         for f, path in zip(files, paths):
             found |= _unpack_once(f, path, data_dir, wanted)
     if wanted is not None and wanted - found:
-        raise DataError(f"cell(s) {', '.join(sorted(wanted - found))} not in record {record} "
-                        f"(it holds {len(found)}: {', '.join(sorted(found)) or 'none'})")
+        raise DataError(
+            f"cell(s) {', '.join(sorted(wanted - found))} not in record {record} "
+            f"(it holds {len(found)}: {', '.join(sorted(found)) or 'none'})"
+        )
     if not found:
-        raise DataError(f"record {record}: no <cell>/classification/{{train,valid,test}}.csv "
-                        f"found in its files; they are in {folder}")
+        raise DataError(
+            f"record {record}: no <cell>/classification/{{train,valid,test}}.csv "
+            f"found in its files; they are in {folder}"
+        )
     ready = list_cells(data_dir, warn=False)
-    print(f"{len(ready)} cell{'s' if len(ready) > 1 else ''} ready in {data_dir}: "
-          f"{', '.join(ready)}; train with: python main.py --data_dir {data_dir}")
+    print(
+        f"{len(ready)} cell{'s' if len(ready) > 1 else ''} ready in {data_dir}: "
+        f"{', '.join(ready)}; train with: python main.py --data_dir {data_dir}"
+    )
     return ready
 
 
@@ -676,8 +774,9 @@ def _unpack_once(f: RecordFile, path: Path, data_dir: Path, wanted: set[str] | N
     except (OSError, ValueError, KeyError, TypeError):
         known = None
     # Cells the archive does not hold need no second look inside it.
-    if known is not None and all(_cell_complete(data_dir, c)
-                                 for c in (known if wanted is None else wanted & known)):
+    if known is not None and all(
+        _cell_complete(data_dir, c) for c in (known if wanted is None else wanted & known)
+    ):
         print(f"{f.key}: already unpacked ({len(known)} cells)")
         return known
     if not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
@@ -686,14 +785,19 @@ def _unpack_once(f: RecordFile, path: Path, data_dir: Path, wanted: set[str] | N
     print(f"{f.key}: unpacking into {data_dir}")
     result = unpack(path, data_dir, wanted, f.key, progress=True)
     for cell, missing in result.incomplete.items():
-        print(f"warning: {f.key}: {cell} lacks {', '.join(s + '.csv' for s in missing)}; "
-              "not unpacked", file=sys.stderr)
+        print(
+            f"warning: {f.key}: {cell} lacks {', '.join(s + '.csv' for s in missing)}; "
+            "not unpacked",
+            file=sys.stderr,
+        )
     lines = []
     if result.new:
         lines.append(f"unpacked {len(result.new)}: {', '.join(result.new)}")
     if result.completed:
-        lines.append("added missing splits to " + ", ".join(
-            f"{c} ({'/'.join(s)})" for c, s in result.completed.items()))
+        lines.append(
+            "added missing splits to "
+            + ", ".join(f"{c} ({'/'.join(s)})" for c, s in result.completed.items())
+        )
     if result.kept:
         lines.append(f"kept {len(result.kept)} already there: {', '.join(result.kept)}")
     print(f"{f.key}: holds {len(result.found)} cells; " + ("; ".join(lines) or "nothing to do"))
@@ -709,28 +813,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="download.py",
         description="Download the DeepChrome/AttentiveChrome data from Zenodo (record "
-                    f"{ZENODO_RECORD}), verify each file's size and MD5, and unpack it as "
-                    "<data_dir>/<cell>/classification/{train,valid,test}.csv. Run it again "
-                    "after an interruption: finished files are not fetched again and a partial "
-                    "one resumes.")
-    p.add_argument("--data_dir", default="./data",
-                   help="where the cells land; the downloaded files stay in <data_dir>/"
-                        f"{DOWNLOAD_DIR}/ [Default: %(default)s]")
-    p.add_argument("--cells", default=None,
-                   help="comma-separated cells to get, e.g. E003,E005 [Default: all]")
-    p.add_argument("--zenodo_url", default=None,
-                   help="Zenodo server or mirror "
-                        f"[Default: $ZENODO_URL if set, else {ZENODO_URL}]")
-    p.add_argument("--record", default=ZENODO_RECORD,
-                   help="Zenodo record id [Default: %(default)s]")
-    p.add_argument("--retries", type=int, default=4,
-                   help="retries after a network error, HTTP 5xx or a dropped connection "
-                        "[Default: %(default)s]")
-    p.add_argument("--backoff", type=float, default=1.0,
-                   help="seconds before the first retry, doubled for each next one "
-                        "[Default: %(default)s]")
-    p.add_argument("--list", action="store_true",
-                   help="only list the record's files and sizes [Default: off]")
+        f"{ZENODO_RECORD}), verify each file's size and MD5, and unpack it as "
+        "<data_dir>/<cell>/classification/{train,valid,test}.csv. Run it again "
+        "after an interruption: finished files are not fetched again and a partial "
+        "one resumes.",
+    )
+    p.add_argument(
+        "--data_dir",
+        default="./data",
+        help="where the cells land; the downloaded files stay in <data_dir>/"
+        f"{DOWNLOAD_DIR}/ [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--cells", default=None, help="comma-separated cells to get, e.g. E003,E005 [Default: all]"
+    )
+    p.add_argument(
+        "--zenodo_url",
+        default=None,
+        help=f"Zenodo server or mirror [Default: $ZENODO_URL if set, else {ZENODO_URL}]",
+    )
+    p.add_argument(
+        "--record", default=ZENODO_RECORD, help="Zenodo record id [Default: %(default)s]"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries after a network error, HTTP 5xx or a dropped connection "
+        "[Default: %(default)s]",
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        help="seconds before the first retry, doubled for each next one [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--list", action="store_true", help="only list the record's files and sizes [Default: off]"
+    )
     return p
 
 
@@ -740,8 +860,15 @@ def main(argv=None) -> int:
     if args.retries < 0 or args.backoff < 0:
         parser.error("--retries and --backoff must not be negative")
     try:
-        download(args.data_dir, args.cells, args.zenodo_url, args.record, args.retries,
-                 args.backoff, list_only=args.list)
+        download(
+            args.data_dir,
+            args.cells,
+            args.zenodo_url,
+            args.record,
+            args.retries,
+            args.backoff,
+            list_only=args.list,
+        )
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130

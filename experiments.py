@@ -22,8 +22,14 @@ import files
 from results import TABLES, Results, holds_results, table_name, write_predictions
 
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
-MIX_TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras",
-                      "tensorboard", "trained.json")
+MIX_TRAINING_FILES = (
+    "log.csv",
+    "log.png",
+    "best_model.keras",
+    "final_model.keras",
+    "tensorboard",
+    "trained.json",
+)
 
 
 class ExperimentError(Exception):
@@ -103,9 +109,11 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
     name = table_name(args)
     earlier = holds_results(save)
     if earlier and not (args.overwrite or args.resume):
-        raise ExperimentError(f"{save} already holds an earlier run ({', '.join(earlier)}); "
-                         "continue it with --resume, replace it with --overwrite, or choose "
-                         "another --save_dir")
+        raise ExperimentError(
+            f"{save} already holds an earlier run ({', '.join(earlier)}); "
+            "continue it with --resume, replace it with --overwrite, or choose "
+            "another --save_dir"
+        )
     try:
         save.mkdir(parents=True, exist_ok=True)
         if args.overwrite:
@@ -152,14 +160,19 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     res = Convnet.test(model, split.x, split.y)
     write_predictions(folder, split, res["proba"])
-    plot_roc(split.labels, res["proba"], folder / "roc.png",
-             title=f"{cell}: test ROC (n = {res['n']})")
-    return {"cell": cell, "auc": res["auc"], "accuracy": res["accuracy"], "n_test": res["n"],
-            "best_epoch": best_epoch}
+    plot_roc(
+        split.labels, res["proba"], folder / "roc.png", title=f"{cell}: test ROC (n = {res['n']})"
+    )
+    return {
+        "cell": cell,
+        "auc": res["auc"],
+        "accuracy": res["accuracy"],
+        "n_test": res["n"],
+        "best_epoch": best_epoch,
+    }
 
 
-def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=None,
-                lr=None):
+def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=None, lr=None):
     """Train a fresh network (or continue `start`, a model file), draw its curves, and return
     (best model, best epoch)."""
     import keras
@@ -179,11 +192,21 @@ def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=
                     layer.trainable = not isinstance(layer, keras.layers.Conv1D)
         # --scale_lr scales the fine-tuning rate as it scales --lr.
         scale = distribute.learning_rate(args, args.strategy) / args.lr
-        fit = Convnet.train(model, (train.x, train.y), (valid.x, valid.y), str(folder),
-                            epochs=epochs or args.epochs, batch_size=args.batch_size,
-                            lr=(lr or args.lr) * scale, lr_decay=args.lr_decay,
-                            monitor=args.monitor, debug=args.debug, seed=seed,
-                            jit_compile=args.jit, callbacks=[STOP.callback()])
+        fit = Convnet.train(
+            model,
+            (train.x, train.y),
+            (valid.x, valid.y),
+            str(folder),
+            epochs=epochs or args.epochs,
+            batch_size=args.batch_size,
+            lr=(lr or args.lr) * scale,
+            lr_decay=args.lr_decay,
+            monitor=args.monitor,
+            debug=args.debug,
+            seed=seed,
+            jit_compile=args.jit,
+            callbacks=[STOP.callback()],
+        )
     plot_log(folder)
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
@@ -223,14 +246,21 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
         model, best_epoch = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
         row = test_cell(model, cell, c.test, save / cell, best_epoch)
         results.add(row)  # after every cell: a stopped run keeps what finished
-        print(f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
-              f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+        print(
+            f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
+            f"best epoch {best_epoch}, {time.time() - start:.0f}s",
+            flush=True,
+        )
         if row["auc"] < 0.6 and len(c.train.ids) >= 1000:
             # The tanh network sometimes stays at chance on one cell (seen on generated data):
             # say so rather than let it pass as that cell's result.
-            print(f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
-                  "training may have stalled: look at its log.png, or train it again with "
-                  "another --seed", file=sys.stderr, flush=True)
+            print(
+                f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
+                "training may have stalled: look at its log.png, or train it again with "
+                "another --seed",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
@@ -239,11 +269,15 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
     todo = [c for c in cells if not results.done(c)]
     if not todo:
         return
-    mix = data.load_data_mix(args.data_dir, cells, seed=args.seed,
-                             additional_features=args.features)
+    mix = data.load_data_mix(
+        args.data_dir, cells, seed=args.seed, additional_features=args.features
+    )
     STOP.check()
-    print(f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
-          f"pooled from {len(cells)} cells", flush=True)
+    print(
+        f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
+        f"pooled from {len(cells)} cells",
+        flush=True,
+    )
     best_epoch = train_mixed(args, mix, save, cells)
     if not args.chief:
         return  # testing involves no other worker: the chief's alone
@@ -254,8 +288,11 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         STOP.check()
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
         results.add(row)
-        print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
-              f"accuracy {row['accuracy']:.4f}", flush=True)
+        print(
+            f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
+            f"accuracy {row['accuracy']:.4f}",
+            flush=True,
+        )
 
 
 def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
@@ -272,8 +309,14 @@ def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
         path = save / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
-    files.write_json(marker, {"best_epoch": best_epoch, "cells": cells,
-                        "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)}})
+    files.write_json(
+        marker,
+        {
+            "best_epoch": best_epoch,
+            "cells": cells,
+            "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)},
+        },
+    )
     return best_epoch
 
 
@@ -289,7 +332,8 @@ def mixed_memory_check(args, cells: list[str]) -> None:
         raise ExperimentError(
             f"the mixed experiment on {len(cells)} cells needs about {need / 2**30:.1f} GiB, "
             f"more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells with "
-            "--cells, or override with --max_memory GIB (0: no check)")
+            "--cells, or override with --max_memory GIB (0: no check)"
+        )
 
 
 def available_memory() -> int | None:
@@ -325,18 +369,24 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         weights = Path(args.weights)
         pretrained = weights if weights.is_file() else weights / "best_model.keras"
         if not pretrained.is_file():
-            raise ExperimentError(f"{weights}: no best_model.keras (a mixed run's folder, or a "
-                             ".keras file, is needed to fine-tune from)")
+            raise ExperimentError(
+                f"{weights}: no best_model.keras (a mixed run's folder, or a "
+                ".keras file, is needed to fine-tune from)"
+            )
         load_saved_model(pretrained)  # refuse a foreign model before any training
         marker = pretrained.parent / "trained.json"
         best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
     else:
         pool = pretraining_cells(args, cells)
-        mix = data.load_data_mix(args.data_dir, pool, seed=args.seed,
-                                 additional_features=args.features, tests=False)
+        mix = data.load_data_mix(
+            args.data_dir, pool, seed=args.seed, additional_features=args.features, tests=False
+        )
         STOP.check()
-        print(f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
-              f"genes pooled from {len(pool)} cells", flush=True)
+        print(
+            f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
+            f"genes pooled from {len(pool)} cells",
+            flush=True,
+        )
         best_mixed = train_mixed(args, mix, save, pool)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
@@ -344,21 +394,42 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
             # A worker resuming with the chief: it needs the chief's pre-trained model.
             pretrained = Path(args.save_dir) / "best_model.keras"
             if not pretrained.is_file():
-                raise ExperimentError(f"{pretrained}: this worker needs the chief's pre-trained "
-                                 "model: put --save_dir on a shared file system")
+                raise ExperimentError(
+                    f"{pretrained}: this worker needs the chief's pre-trained "
+                    "model: put --save_dir on a shared file system"
+                )
     for cell, c, start in unfinished_cells(args, targets, save, results, ": fine-tuning"):
-        mixed = test_cell(Convnet.load_model(str(pretrained)), cell, c.test,
-                          save / cell / "mixed", best_mixed)
-        model, best_epoch = train_model(args, c.train, c.valid, save / cell,
-                                        cell_seed(args, cell), start=pretrained,
-                                        epochs=args.finetune_epochs, lr=args.finetune_lr)
+        mixed = test_cell(
+            Convnet.load_model(str(pretrained)), cell, c.test, save / cell / "mixed", best_mixed
+        )
+        model, best_epoch = train_model(
+            args,
+            c.train,
+            c.valid,
+            save / cell,
+            cell_seed(args, cell),
+            start=pretrained,
+            epochs=args.finetune_epochs,
+            lr=args.finetune_lr,
+        )
         tuned = test_cell(model, cell, c.test, save / cell, best_epoch)
-        results.add({"cell": cell, "auc_mixed": mixed["auc"], "auc_finetuned": tuned["auc"],
-                     "accuracy_mixed": mixed["accuracy"], "accuracy_finetuned": tuned["accuracy"],
-                     "n_test": tuned["n_test"], "best_epoch_mixed": best_mixed,
-                     "best_epoch_finetuned": best_epoch})
-        print(f"Cell {cell}: test AUC mixed {mixed['auc']:.4f}, fine-tuned {tuned['auc']:.4f}, "
-              f"best epoch {best_epoch}, {time.time() - start:.0f}s", flush=True)
+        results.add(
+            {
+                "cell": cell,
+                "auc_mixed": mixed["auc"],
+                "auc_finetuned": tuned["auc"],
+                "accuracy_mixed": mixed["accuracy"],
+                "accuracy_finetuned": tuned["accuracy"],
+                "n_test": tuned["n_test"],
+                "best_epoch_mixed": best_mixed,
+                "best_epoch_finetuned": best_epoch,
+            }
+        )
+        print(
+            f"Cell {cell}: test AUC mixed {mixed['auc']:.4f}, fine-tuned {tuned['auc']:.4f}, "
+            f"best epoch {best_epoch}, {time.time() - start:.0f}s",
+            flush=True,
+        )
 
 
 def pretraining_cells(args, cells: list[str]) -> list[str]:
@@ -403,10 +474,13 @@ def load_saved_model(path: Path):
     try:
         model = Convnet.load_model(str(path))
     except Exception as e:  # Keras raises many types for a bad or foreign file
-        raise ExperimentError(f"{path}: cannot load as a Keras model "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise ExperimentError(
+            f"{path}: cannot load as a Keras model "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
     shape = tuple(model.input_shape[1:])
     if shape not in ((505, 1), (500, 1)) or tuple(model.output_shape[1:]) != (2,):
-        raise ExperimentError(f"{path}: not this project's network (input {shape}, "
-                         f"output {model.output_shape[1:]})")
+        raise ExperimentError(
+            f"{path}: not this project's network (input {shape}, output {model.output_shape[1:]})"
+        )
     return model

@@ -27,8 +27,7 @@ import results
 
 # Settings that may change between a run and its --resume: where things go and what is
 # logged, not what is computed.
-RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distribute",
-               "devices"}
+RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distribute", "devices"}
 NO_DATA_HELP = (
     "the data (56 cell types, https://zenodo.org/record/2652278) is not in {data_dir}. Get it "
     "with: python download.py --data_dir {data_dir} (downloads, verifies and unpacks it; "
@@ -53,8 +52,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """States each default; flags whose default is None explain theirs in their own help."""
 
     def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool) and not action.default \
-                and action.nargs == 0:
+        if (
+            action.default is None
+            or isinstance(action.default, bool)
+            and not action.default
+            and action.nargs == 0
+        ):
             return action.help
         return super()._get_help_string(action)
 
@@ -66,90 +69,172 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="main.py",
-               description="1D Convolutional Network on Histone Modification Signals.",
-               formatter_class=HelpFormatter)
+    p = Parser(
+        prog="main.py",
+        description="1D Convolutional Network on Histone Modification Signals.",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--batch_size", type=int, default=100,
-                   help="genes per training step; global: with several replicas each gets "
-                        "its share, so the training maths does not depend on the hardware")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=100,
+        help="genes per training step; global: with several replicas each gets "
+        "its share, so the training maths does not depend on the hardware",
+    )
     p.add_argument("--lr", type=float, default=0.001, help="initial learning rate (Adam)")
-    p.add_argument("--lr_decay", type=float, default=0.9,
-                   help="the learning rate at epoch e is lr * lr_decay**e; "
-                        "set a larger value for more epochs")
-    p.add_argument("--data_dir", default="./data",
-                   help="the data: <data_dir>/<cell>/classification/{train,valid,test}.csv")
-    p.add_argument("--debug", action="store_true",
-                   help="write weight histograms to the TensorBoard logs (default: off)")
-    p.add_argument("--save_dir", default=None,
-                   help="where results go (default: a folder under logs/ named after the "
-                        "experiment, variant, epochs, batch size, lr and decay)")
-    p.add_argument("--mix", type=str2bool, nargs="?", const=True, default=False,
-                   help="train one model on all cells pooled, then test it on each cell's "
-                        "own test split; a bare --mix or --mix true/false")
-    p.add_argument("--cells", default=None,
-                   help="comma-separated subset of cells, e.g. E003,E005 (default: all cells "
-                        "in data_dir)")
-    p.add_argument("--variant", default="full", choices=data.VARIANTS,
-                   help="the paper's model (full), without spatial dropout (the released "
-                        "code), or without the 5 additional features (input length 500)")
-    p.add_argument("--monitor", default="val_accuracy", choices=["val_accuracy", "val_auc"],
-                   help="validation metric that picks the best epoch (the checkpoint tested)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed every source of randomness and make TensorFlow's ops "
-                        "deterministic, for reproducible runs (default: a random seed, "
-                        "recorded in args.json)")
-    p.add_argument("--weights", default=None,
-                   help="test a saved model without training: a .keras file (used for every "
-                        "chosen cell) or a run folder (its mixed model, or each cell's own); "
-                        "default: none, train new models")
-    p.add_argument("--finetune", action="store_true",
-                   help="after the mixed model is trained, start from it for each cell and "
-                        "train on that cell's own train split (validated on its valid split), "
-                        "then test both models on the cell's test split; implies --mix; with "
-                        "--weights, start from that saved mixed model instead (default: off)")
+    p.add_argument(
+        "--lr_decay",
+        type=float,
+        default=0.9,
+        help="the learning rate at epoch e is lr * lr_decay**e; set a larger value for more epochs",
+    )
+    p.add_argument(
+        "--data_dir",
+        default="./data",
+        help="the data: <data_dir>/<cell>/classification/{train,valid,test}.csv",
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="write weight histograms to the TensorBoard logs (default: off)",
+    )
+    p.add_argument(
+        "--save_dir",
+        default=None,
+        help="where results go (default: a folder under logs/ named after the "
+        "experiment, variant, epochs, batch size, lr and decay)",
+    )
+    p.add_argument(
+        "--mix",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="train one model on all cells pooled, then test it on each cell's "
+        "own test split; a bare --mix or --mix true/false",
+    )
+    p.add_argument(
+        "--cells",
+        default=None,
+        help="comma-separated subset of cells, e.g. E003,E005 (default: all cells in data_dir)",
+    )
+    p.add_argument(
+        "--variant",
+        default="full",
+        choices=data.VARIANTS,
+        help="the paper's model (full), without spatial dropout (the released "
+        "code), or without the 5 additional features (input length 500)",
+    )
+    p.add_argument(
+        "--monitor",
+        default="val_accuracy",
+        choices=["val_accuracy", "val_auc"],
+        help="validation metric that picks the best epoch (the checkpoint tested)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed every source of randomness and make TensorFlow's ops "
+        "deterministic, for reproducible runs (default: a random seed, "
+        "recorded in args.json)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="test a saved model without training: a .keras file (used for every "
+        "chosen cell) or a run folder (its mixed model, or each cell's own); "
+        "default: none, train new models",
+    )
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="after the mixed model is trained, start from it for each cell and "
+        "train on that cell's own train split (validated on its valid split), "
+        "then test both models on the cell's test split; implies --mix; with "
+        "--weights, start from that saved mixed model instead (default: off)",
+    )
     p.add_argument("--finetune_epochs", type=int, default=10, help="fine-tuning epochs")
-    p.add_argument("--finetune_lr", type=float, default=0.0001,
-                   help="fine-tuning's initial learning rate, decayed by --lr_decay per epoch")
-    p.add_argument("--freeze_conv", action="store_true",
-                   help="keep the three convolution layers as pre-trained while fine-tuning; "
-                        "only the dense layers learn (default: off)")
-    p.add_argument("--holdout_cell", default=None,
-                   help="leave one out: pre-train on all chosen cells but this one, then "
-                        "fine-tune and test on it alone; implies --finetune (default: none)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --save_dir: cells already in its results table "
-                        "are kept, an interrupted cell is redone; flags not given are taken "
-                        "from its args.json, flags given must match it (default: off)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in a save_dir that holds an earlier run, replacing its "
-                        "results (default: off)")
-    p.add_argument("--max_memory", type=float, default=None,
-                   help="GiB the mixed experiment may use; it refuses to start when its "
-                        "estimate is larger; 0 turns the check off (default: the memory "
-                        "available when the run starts)")
+    p.add_argument(
+        "--finetune_lr",
+        type=float,
+        default=0.0001,
+        help="fine-tuning's initial learning rate, decayed by --lr_decay per epoch",
+    )
+    p.add_argument(
+        "--freeze_conv",
+        action="store_true",
+        help="keep the three convolution layers as pre-trained while fine-tuning; "
+        "only the dense layers learn (default: off)",
+    )
+    p.add_argument(
+        "--holdout_cell",
+        default=None,
+        help="leave one out: pre-train on all chosen cells but this one, then "
+        "fine-tune and test on it alone; implies --finetune (default: none)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --save_dir: cells already in its results table "
+        "are kept, an interrupted cell is redone; flags not given are taken "
+        "from its args.json, flags given must match it (default: off)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a save_dir that holds an earlier run, replacing its "
+        "results (default: off)",
+    )
+    p.add_argument(
+        "--max_memory",
+        type=float,
+        default=None,
+        help="GiB the mixed experiment may use; it refuses to start when its "
+        "estimate is larger; 0 turns the check off (default: the memory "
+        "available when the run starts)",
+    )
     hw = p.add_argument_group("bigger hardware (README: Bigger hardware)")
-    hw.add_argument("--distribute", default="none", choices=distribute.STRATEGIES,
-                    help="none: one device (the first GPU, else the CPU); mirrored: one "
-                         "replica per local GPU (tf.distribute.MirroredStrategy); multiworker: "
-                         "one process per machine, the cluster from the TF_CONFIG environment "
-                         "variable (tf.distribute.MultiWorkerMirroredStrategy), the chief alone "
-                         "writing results")
-    hw.add_argument("--devices", default=None,
-                    help="with --distribute mirrored, the devices to use, e.g. GPU:0,GPU:2; "
-                         "CPU:0,CPU:1 splits the CPU into logical devices (tests and demos, "
-                         "not faster) (default: every local GPU, else the CPU)")
-    hw.add_argument("--scale_lr", action="store_true",
-                    help="multiply --lr by the number of replicas (the linear scaling rule, "
-                         "for a --batch_size raised as much) (default: off)")
-    hw.add_argument("--mixed_precision", nargs="?", const="auto", default="off",
-                    choices=distribute.PRECISIONS,
-                    help="compute in float16 or bfloat16, the output layer and the weights "
-                         "in float32; a bare --mixed_precision means float16 on a GPU, "
-                         "bfloat16 on a CPU")
-    hw.add_argument("--jit", action="store_true",
-                    help="compile the training steps with XLA; not with --seed, whose "
-                         "deterministic ops exclude XLA (default: off)")
+    hw.add_argument(
+        "--distribute",
+        default="none",
+        choices=distribute.STRATEGIES,
+        help="none: one device (the first GPU, else the CPU); mirrored: one "
+        "replica per local GPU (tf.distribute.MirroredStrategy); multiworker: "
+        "one process per machine, the cluster from the TF_CONFIG environment "
+        "variable (tf.distribute.MultiWorkerMirroredStrategy), the chief alone "
+        "writing results",
+    )
+    hw.add_argument(
+        "--devices",
+        default=None,
+        help="with --distribute mirrored, the devices to use, e.g. GPU:0,GPU:2; "
+        "CPU:0,CPU:1 splits the CPU into logical devices (tests and demos, "
+        "not faster) (default: every local GPU, else the CPU)",
+    )
+    hw.add_argument(
+        "--scale_lr",
+        action="store_true",
+        help="multiply --lr by the number of replicas (the linear scaling rule, "
+        "for a --batch_size raised as much) (default: off)",
+    )
+    hw.add_argument(
+        "--mixed_precision",
+        nargs="?",
+        const="auto",
+        default="off",
+        choices=distribute.PRECISIONS,
+        help="compute in float16 or bfloat16, the output layer and the weights "
+        "in float32; a bare --mixed_precision means float16 on a GPU, "
+        "bfloat16 on a CPU",
+    )
+    hw.add_argument(
+        "--jit",
+        action="store_true",
+        help="compile the training steps with XLA; not with --seed, whose "
+        "deterministic ops exclude XLA (default: off)",
+    )
     return p
 
 
@@ -173,8 +258,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.finetune:
         args.mix = True
     if args.jit and args.seed is not None:
-        raise UsageError("--jit cannot be combined with --seed: TensorFlow's deterministic "
-                         "ops exclude XLA")
+        raise UsageError(
+            "--jit cannot be combined with --seed: TensorFlow's deterministic ops exclude XLA"
+        )
     # Recorded in args.json: a run without --seed still records the seed it drew, but its
     # resumption must not turn deterministic ops on.
     args.deterministic = args.seed is not None
@@ -212,7 +298,8 @@ def explicit_flags(argv) -> set[str]:
 def _same(key: str, given, recorded) -> bool:
     if key in ("data_dir", "weights"):
         return (given is None) == (recorded is None) and (
-            given is None or Path(given).resolve() == Path(recorded).resolve())
+            given is None or Path(given).resolve() == Path(recorded).resolve()
+        )
     if key == "cells":
         return [c.strip() for c in str(given).split(",") if c.strip()] == list(recorded or [])
     if isinstance(recorded, float) or isinstance(given, float):
@@ -232,12 +319,16 @@ def adopt_recorded_settings(args, argv) -> None:
     except (OSError, ValueError) as e:
         raise UsageError(f"{save / 'args.json'}: cannot read the run's settings ({e})") from None
     given = explicit_flags(sys.argv[1:] if argv is None else argv)
-    differ = [f"--{k} {getattr(args, k)} (the run has {recorded[k]})"
-              for k in sorted(given - RESUME_FREE)
-              if k in recorded and not _same(k, getattr(args, k), recorded[k])]
+    differ = [
+        f"--{k} {getattr(args, k)} (the run has {recorded[k]})"
+        for k in sorted(given - RESUME_FREE)
+        if k in recorded and not _same(k, getattr(args, k), recorded[k])
+    ]
     if differ:
-        raise UsageError(f"cannot resume {save}: settings differ from its args.json: "
-                         f"{'; '.join(differ)}; resume without them, or start a new run")
+        raise UsageError(
+            f"cannot resume {save}: settings differ from its args.json: "
+            f"{'; '.join(differ)}; resume without them, or start a new run"
+        )
     for key, value in recorded.items():
         if key in given or key in RESUME_FREE or not hasattr(args, key):
             continue
@@ -248,13 +339,24 @@ def default_run_name(args) -> str:
     if args.weights and not args.finetune:
         w = Path(args.weights)
         return f"test-{w.parent.name}-{w.stem}" if w.is_file() else f"test-{w.name}"
-    experiment = ("percell" if not args.mix else "mix" if not args.finetune
-                  else f"loo-{args.holdout_cell}" if args.holdout_cell else "finetune")
-    name = (f"{experiment}-{args.variant}-e{args.epochs}-b{args.batch_size}"
-            f"-lr{args.lr:g}-d{args.lr_decay:g}")
+    experiment = (
+        "percell"
+        if not args.mix
+        else "mix"
+        if not args.finetune
+        else f"loo-{args.holdout_cell}"
+        if args.holdout_cell
+        else "finetune"
+    )
+    name = (
+        f"{experiment}-{args.variant}-e{args.epochs}-b{args.batch_size}"
+        f"-lr{args.lr:g}-d{args.lr_decay:g}"
+    )
     if args.finetune:
-        name += (f"-fe{args.finetune_epochs}-flr{args.finetune_lr:g}"
-                 f"{'-frozen' if args.freeze_conv else ''}")
+        name += (
+            f"-fe{args.finetune_epochs}-flr{args.finetune_lr:g}"
+            f"{'-frozen' if args.freeze_conv else ''}"
+        )
     if args.weights:
         w = Path(args.weights)
         name += f"-from-{w.parent.name if w.is_file() else w.name}"
@@ -262,8 +364,10 @@ def default_run_name(args) -> str:
 
 
 # An INFO line of TensorFlow's C++ logging, and absl's notice that precedes such lines.
-TF_INFO_LINE = re.compile(r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
-                          r"|WARNING: All log messages before absl::InitializeLog\(\)")
+TF_INFO_LINE = re.compile(
+    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\)"
+)
 
 
 def import_tensorflow_quietly() -> None:
@@ -303,8 +407,9 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     try:
         args, cells = check_inputs(argv)
-        save, table = (experiments.prepare_save_dir(args) if args.chief
-                       else experiments.worker_save_dir(args))
+        save, table = (
+            experiments.prepare_save_dir(args) if args.chief else experiments.worker_save_dir(args)
+        )
     except (UsageError, data.DataError, experiments.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -319,11 +424,17 @@ def _main(argv=None) -> int:
     if args.chief:
         print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
     else:
-        print(f"Not the chief: results go to {args.save_dir} from the chief; this worker's "
-              f"files go to {save}, deleted at exit (seed {args.seed})", flush=True)
-    table_rows = results.Results(table, cells, resume=args.resume,
-                                 columns=results.FINETUNE_COLUMNS if args.finetune
-                                 else results.RESULT_COLUMNS)
+        print(
+            f"Not the chief: results go to {args.save_dir} from the chief; this worker's "
+            f"files go to {save}, deleted at exit (seed {args.seed})",
+            flush=True,
+        )
+    table_rows = results.Results(
+        table,
+        cells,
+        resume=args.resume,
+        columns=results.FINETUNE_COLUMNS if args.finetune else results.RESULT_COLUMNS,
+    )
     if args.resume:
         experiments.share_resume_state(args, cells, save, table_rows)
     code = run(args, cells, save, table_rows)
@@ -350,7 +461,8 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
         data.select_cells(data_dir, args.holdout_cell)  # names the missing cell
     if args.mix and not args.weights and args.max_memory != 0:
         experiments.mixed_memory_check(
-            args, experiments.pretraining_cells(args, cells) if args.finetune else cells)
+            args, experiments.pretraining_cells(args, cells) if args.finetune else cells
+        )
     return args, cells
 
 
@@ -369,8 +481,11 @@ def start_tensorflow(args) -> None:
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     args.seed = distribute.shared_seed(args.strategy, args.seed)
-    print(f"Devices: {distribute.describe(args, args.strategy)}; "
-          f"TensorFlow {tf.__version__}, Keras {keras.__version__}", flush=True)
+    print(
+        f"Devices: {distribute.describe(args, args.strategy)}; "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
+        flush=True,
+    )
 
 
 def run(args, cells: list[str], save: Path, table_rows) -> int:
@@ -379,15 +494,24 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
     import Convnet
     from utils import model_title, plot_model
 
-    experiment = (experiments.run_finetune if args.finetune
-                  else experiments.run_weights if args.weights
-                  else experiments.run_mix if args.mix else experiments.run_per_cell)
+    experiment = (
+        experiments.run_finetune
+        if args.finetune
+        else experiments.run_weights
+        if args.weights
+        else experiments.run_mix
+        if args.mix
+        else experiments.run_per_cell
+    )
     experiments.STOP.install()
     table = table_rows.path
     try:
         if not args.resume:  # a resumed run keeps the args.json it was started with
-            settings = {k: v for k, v in vars(args).items()
-                        if k not in ("features", "resume", "chief", "strategy")}
+            settings = {
+                k: v
+                for k, v in vars(args).items()
+                if k not in ("features", "resume", "chief", "strategy")
+            }
             settings["cells"] = cells
             files.write_json(save / "args.json", settings)
         if not (args.weights and not args.finetune) and not (save / "model.png").exists():
@@ -399,17 +523,23 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         return 2
     except KeyboardInterrupt:
         done = [c for c in cells if table_rows.done(c)]
-        print(f"interrupted: {len(done)}/{len(cells)} cells finished"
-              f"{' (' + ', '.join(done) + ')' if done else ''}, kept in {table}; "
-              f"resume with: {experiments.resume_command(save)}", file=sys.stderr)
+        print(
+            f"interrupted: {len(done)}/{len(cells)} cells finished"
+            f"{' (' + ', '.join(done) + ')' if done else ''}, kept in {table}; "
+            f"resume with: {experiments.resume_command(save)}",
+            file=sys.stderr,
+        )
         return 130
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
             raise
         done = sum(table_rows.done(c) for c in cells)
-        print(f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; "
-              f"the {done} finished cells in {table} are intact; once fixed, resume with: "
-              f"{experiments.resume_command(save)}", file=sys.stderr)
+        print(
+            f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; "
+            f"the {done} finished cells in {table} are intact; once fixed, resume with: "
+            f"{experiments.resume_command(save)}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -422,8 +552,10 @@ def print_summary(table_rows) -> None:
     for key in [k for k in table_rows.columns if k.startswith("auc")]:
         aucs = np.array([r.get(key) for r in rows], dtype=float)
         what = key.replace("auc_", "") + " " if key != "auc" else ""
-        print(f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "
-              f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}")
+        print(
+            f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "
+            f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}"
+        )
 
 
 if __name__ == "__main__":

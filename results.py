@@ -20,15 +20,25 @@ from data import VARIANT_LABELS
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
-FINETUNE_COLUMNS = ["cell", "auc_mixed", "auc_finetuned", "accuracy_mixed",
-                    "accuracy_finetuned", "n_test", "best_epoch_mixed", "best_epoch_finetuned"]
+FINETUNE_COLUMNS = [
+    "cell",
+    "auc_mixed",
+    "auc_finetuned",
+    "accuracy_mixed",
+    "accuracy_finetuned",
+    "n_test",
+    "best_epoch_mixed",
+    "best_epoch_finetuned",
+]
 TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv")
 
 ROOT = Path(__file__).resolve().parent
 BASELINES = ROOT / "baselines" / "published_auc.csv"
 # What the published columns are, for legends and tables (see baselines/README.md).
-BASELINE_LABELS = {"deepchrome": "DeepChrome (published)",
-                   "attentivechrome": "AttentiveChrome (official models)"}
+BASELINE_LABELS = {
+    "deepchrome": "DeepChrome (published)",
+    "attentivechrome": "AttentiveChrome (official models)",
+}
 
 
 class InputError(Exception):
@@ -63,8 +73,10 @@ def write_table(path: Path, rows: list[dict], columns=RESULT_COLUMNS) -> None:
 
 def write_predictions(folder: Path, split, proba) -> None:
     """predictions.csv: gene_id, label and the class-1 probability of each test gene."""
-    files.write_csv(folder / "predictions.csv",
-              pd.DataFrame({"gene_id": split.ids, "label": split.labels, "probability": proba}))
+    files.write_csv(
+        folder / "predictions.csv",
+        pd.DataFrame({"gene_id": split.ids, "label": split.labels, "probability": proba}),
+    )
 
 
 def read_table(path: Path) -> dict[str, dict]:
@@ -91,8 +103,7 @@ class Results:
 
     def add(self, row: dict) -> None:
         self.rows[row["cell"]] = row
-        write_table(self.path, [self.rows[c] for c in self.cells if c in self.rows],
-                    self.columns)
+        write_table(self.path, [self.rows[c] for c in self.cells if c in self.rows], self.columns)
 
     def values(self) -> list[dict]:
         return [self.rows[c] for c in self.cells if c in self.rows]
@@ -132,8 +143,9 @@ def _read_auc_table(path: Path, is_auc) -> pd.DataFrame:
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     if "cell" not in table:
-        raise InputError(f"{path}: no 'cell' column (expected a header like "
-                         "cell,auc,accuracy,n_test,best_epoch)")
+        raise InputError(
+            f"{path}: no 'cell' column (expected a header like cell,auc,accuracy,n_test,best_epoch)"
+        )
     columns = [c for c in table.columns if is_auc(c)]
     if not columns:
         raise InputError(f"{path}: no AUC column (a column named auc or auc_...)")
@@ -210,8 +222,10 @@ def read_runs(paths: list, labels: list[str] | None = None) -> list[Line]:
                 lines.append(Line(label, table_path, column, auc))
     if labels is not None:
         if len(labels) != len(lines):
-            raise InputError(f"--labels gives {len(labels)} names for {len(lines)} lines "
-                             f"({'; '.join(f'{display_path(x.table)}: {x.column}' for x in lines)})")
+            raise InputError(
+                f"--labels gives {len(labels)} names for {len(lines)} lines "
+                f"({'; '.join(f'{display_path(x.table)}: {x.column}' for x in lines)})"
+            )
         for line, label in zip(lines, labels):
             line.label = label
     else:
@@ -238,28 +252,45 @@ def cell_order(lines: list[Line], baselines: pd.DataFrame | None) -> tuple[list[
     if unknown:
         mean = pd.concat([line.auc for line in lines], axis=1).mean(axis=1)
         unknown.sort(key=lambda c: (mean[c], c))
-        how.append(("then cells without a published AUC " if known else "") +
-                   "by mean AUC of the runs")
+        how.append(
+            ("then cells without a published AUC " if known else "") + "by mean AUC of the runs"
+        )
     return known + unknown, ", ".join(how)
 
 
-def summarize(lines: list[Line], baselines: pd.DataFrame | None, cells: list[str],
-              baselines_path: str = "") -> pd.DataFrame:
+def summarize(
+    lines: list[Line], baselines: pd.DataFrame | None, cells: list[str], baselines_path: str = ""
+) -> pd.DataFrame:
     """Per line (runs first, then the baselines on the cells drawn): cells, mean, median, min,
     max AUC, and for each baseline on how many of the common cells its AUC is strictly higher
     (beats_<baseline>) out of how many (vs_<baseline>)."""
     rows = []
-    references = {} if baselines is None else {
-        name: baselines[name].reindex([c for c in cells if c in baselines.index]).dropna()
-        for name in baselines.columns}
+    references = (
+        {}
+        if baselines is None
+        else {
+            name: baselines[name].reindex([c for c in cells if c in baselines.index]).dropna()
+            for name in baselines.columns
+        }
+    )
     entries = [(line.label, display_path(line.table), line.column, line.auc) for line in lines]
-    entries += [(BASELINE_LABELS.get(name, name), baselines_path, name, auc)
-                for name, auc in references.items() if len(auc)]
+    entries += [
+        (BASELINE_LABELS.get(name, name), baselines_path, name, auc)
+        for name, auc in references.items()
+        if len(auc)
+    ]
     for label, table, column, auc in entries:
         values = auc.to_numpy(dtype=float)
-        row = {"line": label, "table": table, "column": column, "cells": len(values),
-               "mean": values.mean(), "median": np.median(values), "min": values.min(),
-               "max": values.max()}
+        row = {
+            "line": label,
+            "table": table,
+            "column": column,
+            "cells": len(values),
+            "mean": values.mean(),
+            "median": np.median(values),
+            "min": values.min(),
+            "max": values.max(),
+        }
         for name, ref in references.items():
             if table == baselines_path and column == name:
                 row[f"beats_{name}"] = row[f"vs_{name}"] = pd.NA  # itself
@@ -275,7 +306,7 @@ def summarize(lines: list[Line], baselines: pd.DataFrame | None, cells: list[str
 
 def summary_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table; "beats" cells read "k / n" (k of n common cells)."""
-    names = [c[len("beats_"):] for c in summary.columns if c.startswith("beats_")]
+    names = [c[len("beats_") :] for c in summary.columns if c.startswith("beats_")]
     header = ["line", "cells", "mean AUC", "median", "min", "max"]
     header += [f"beats {BASELINE_LABELS.get(n, n).split(' (')[0]}" for n in names]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -172,8 +172,9 @@ class RocAucCallback(keras.callbacks.Callback):
             self._step = (model, model.loss, step)
         preds, total = [], 0.0
         for start in range(0, len(x), self.batch_size):
-            pred, loss = self._step[2](x[start: start + self.batch_size],
-                                       y[start: start + self.batch_size])
+            pred, loss = self._step[2](
+                x[start : start + self.batch_size], y[start : start + self.batch_size]
+            )
             preds.append(pred.numpy())
             total += float(loss) * len(preds[-1])
         return np.concatenate(preds), total / len(x)

@@ -30,8 +30,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -77,9 +77,15 @@ def _curves(axes, log: pd.DataFrame, label: str | None, color=None) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             column = prefix + key
             if column in log and log[column].notna().any():
-                name = ("train" if not prefix else "validation")
-                ax.plot(log["epoch"], log[column], style, color=color, marker=".",
-                        label=f"{label}: {name}" if label else name)
+                name = "train" if not prefix else "validation"
+                ax.plot(
+                    log["epoch"],
+                    log[column],
+                    style,
+                    color=color,
+                    marker=".",
+                    label=f"{label}: {name}" if label else name,
+                )
         ax.set_title(title)
         ax.set_xlabel("Epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -111,8 +117,9 @@ def plot_logs(folders: list[Path], out: str | os.PathLike) -> Path:
     return save_figure(fig, out)
 
 
-def plot_roc(labels: np.ndarray, proba: np.ndarray, out: str | os.PathLike,
-             title: str = "ROC curve") -> Path:
+def plot_roc(
+    labels: np.ndarray, proba: np.ndarray, out: str | os.PathLike, title: str = "ROC curve"
+) -> Path:
     """ROC curve of class-1 probabilities against 0/1 labels, AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -146,8 +153,10 @@ def _save_png(fig, path: str | os.PathLike) -> Path:
     """Like save_figure, but keeps legends and labels placed outside the axes in the image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
-                                                      bbox_inches="tight", pad_inches=0.15))
+    out = files.atomic_write(
+        path,
+        lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15),
+    )
     plt.close(fig)
     return out
 
@@ -179,15 +188,26 @@ def layer_rows(model) -> list[dict]:
             settings = f"{cfg['units']} units, {cfg['activation']}"
         else:
             settings = ""
-        rows.append({"name": layer.name, "type": kind, "settings": settings,
-                     "shape": tuple(int(d) for d in layer.output.shape[1:]),
-                     "params": int(layer.count_params())})
+        rows.append(
+            {
+                "name": layer.name,
+                "type": kind,
+                "settings": settings,
+                "shape": tuple(int(d) for d in layer.output.shape[1:]),
+                "params": int(layer.count_params()),
+            }
+        )
     return rows
 
 
 # Box colours by kind of layer, so the convolutional and dense stages read as blocks.
-_LAYER_COLORS = {"Conv1D": "#cfe2f3", "MaxPooling1D": "#d9ead3", "SpatialDropout1D": "#eeeeee",
-                 "Dropout": "#eeeeee", "Dense": "#fce5cd"}
+_LAYER_COLORS = {
+    "Conv1D": "#cfe2f3",
+    "MaxPooling1D": "#d9ead3",
+    "SpatialDropout1D": "#eeeeee",
+    "Dropout": "#eeeeee",
+    "Dense": "#fce5cd",
+}
 
 
 def draw_model(model, out: str | os.PathLike, title: str | None = None) -> Path:
@@ -204,29 +224,61 @@ def draw_model(model, out: str | os.PathLike, title: str | None = None) -> Path:
     ax.axis("off")
     total = model.count_params()
     head, _, rest = (title or f"{model.name}: {total:,} parameters").partition("\n")
-    ax.text(0.5, -1.4 if rest else -1.0, head, ha="center", va="center", fontsize=13,
-            weight="bold")
+    ax.text(0.5, -1.4 if rest else -1.0, head, ha="center", va="center", fontsize=13, weight="bold")
     if rest:
         ax.text(0.5, -0.95, rest, ha="center", va="center", fontsize=11)
-    for x, text, ha in ((0.06, "layer: type (settings)", "left"),
-                        (0.77, "output shape per gene", "right"), (0.94, "parameters", "right")):
+    for x, text, ha in (
+        (0.06, "layer: type (settings)", "left"),
+        (0.77, "output shape per gene", "right"),
+        (0.94, "parameters", "right"),
+    ):
         ax.text(x, -0.35, text, fontsize=9.5, color="#555555", va="center", ha=ha)
     for i, row in enumerate(rows):
         top = i + 0.1
-        ax.add_patch(FancyBboxPatch((0.04, top), 0.92, 0.72, linewidth=1, edgecolor="#666666",
-                                    facecolor=_LAYER_COLORS.get(row["type"], "white"),
-                                    boxstyle="round,pad=0,rounding_size=0.015",
-                                    mutation_aspect=0.05))
-        ax.text(0.06, top + 0.36, f"{row['name']}: {row['type']}" +
-                (f"  ({row['settings']})" if row["settings"] else ""),
-                fontsize=10.5, va="center")
-        ax.text(0.77, top + 0.36, " x ".join(map(str, row["shape"])), fontsize=10.5,
-                va="center", ha="right", family="monospace")
-        ax.text(0.94, top + 0.36, f"{row['params']:,}" if row["params"] else "-", fontsize=10.5,
-                va="center", ha="right", family="monospace")
+        ax.add_patch(
+            FancyBboxPatch(
+                (0.04, top),
+                0.92,
+                0.72,
+                linewidth=1,
+                edgecolor="#666666",
+                facecolor=_LAYER_COLORS.get(row["type"], "white"),
+                boxstyle="round,pad=0,rounding_size=0.015",
+                mutation_aspect=0.05,
+            )
+        )
+        ax.text(
+            0.06,
+            top + 0.36,
+            f"{row['name']}: {row['type']}" + (f"  ({row['settings']})" if row["settings"] else ""),
+            fontsize=10.5,
+            va="center",
+        )
+        ax.text(
+            0.77,
+            top + 0.36,
+            " x ".join(map(str, row["shape"])),
+            fontsize=10.5,
+            va="center",
+            ha="right",
+            family="monospace",
+        )
+        ax.text(
+            0.94,
+            top + 0.36,
+            f"{row['params']:,}" if row["params"] else "-",
+            fontsize=10.5,
+            va="center",
+            ha="right",
+            family="monospace",
+        )
         if i + 1 < n:
-            ax.annotate("", xy=(0.5, i + 1.1), xytext=(0.5, top + 0.72),
-                        arrowprops={"arrowstyle": "-|>", "color": "#444444", "lw": 1})
+            ax.annotate(
+                "",
+                xy=(0.5, i + 1.1),
+                xytext=(0.5, top + 0.72),
+                arrowprops={"arrowstyle": "-|>", "color": "#444444", "lw": 1},
+            )
     return _save_png(fig, out)
 
 
@@ -234,13 +286,16 @@ def model_title(model, variant: str) -> str:
     """A two-line title for the network's picture: name, variant, size, and what goes in."""
     length = model.input_shape[1]
     extra = f" + {length - 500} additional features" if length > 500 else ""
-    return (f"{model.name} ({data.VARIANT_LABELS.get(variant, variant)}): "
-            f"{model.count_params():,} parameters\n"
-            f"input: one gene, 100 bins x 5 marks{extra} = {length} values")
+    return (
+        f"{model.name} ({data.VARIANT_LABELS.get(variant, variant)}): "
+        f"{model.count_params():,} parameters\n"
+        f"input: one gene, 100 bins x 5 marks{extra} = {length} values"
+    )
 
 
-def plot_model(model, out: str | os.PathLike, style: str = "auto",
-               title: str | None = None) -> Path:
+def plot_model(
+    model, out: str | os.PathLike, style: str = "auto", title: str | None = None
+) -> Path:
     """Draw the architecture with each layer's output shape.
 
     style: "keras" (keras.utils.plot_model; needs pydot and Graphviz's ``dot``), "matplotlib"
@@ -255,8 +310,7 @@ def plot_model(model, out: str | os.PathLike, style: str = "auto",
         import keras
 
         try:
-            keras.utils.plot_model(model, to_file=str(out), show_shapes=True,
-                                   show_layer_names=True)
+            keras.utils.plot_model(model, to_file=str(out), show_shapes=True, show_layer_names=True)
             return Path(out)
         except Exception:  # pydot and Graphviz fail in many ways; the drawing below does not
             if style == "keras":
@@ -288,9 +342,14 @@ def typical_genes(counts: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
     return picked[0], picked[1]
 
 
-def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike = "data.png",
-              cell: str | None = None, split: str = "test", genes: list[str] | None = None,
-              title: str | None = None) -> tuple[Path, str, str]:
+def plot_data(
+    data_dir: str | os.PathLike = SAMPLE_DATA,
+    out: str | os.PathLike = "data.png",
+    cell: str | None = None,
+    split: str = "test",
+    genes: list[str] | None = None,
+    title: str | None = None,
+) -> tuple[Path, str, str]:
     """The five marks' read counts along the 100 bins of a highly and a lowly expressed gene.
 
     cell: default the first cell of data_dir; genes: [high_id, low_id], default the most
@@ -313,8 +372,10 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
         high, low = (where[g] for g in genes)
     else:
         if len(np.unique(labels)) < 2:
-            raise InputError(f"{path}: every gene has label {labels[0]}; a high and a low "
-                             "expression gene are needed")
+            raise InputError(
+                f"{path}: every gene has label {labels[0]}; a high and a low "
+                "expression gene are needed"
+            )
         high, low = typical_genes(counts, labels)
 
     # Bin b (1..100) covers [-5000 + 100 (b - 1), -5000 + 100 b) bp around the TSS: its centre.
@@ -322,13 +383,20 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
     fig, axes = plt.subplots(2, 1, figsize=(9, 6.4), sharex=True)
     for ax, gene in zip(axes, (high, low)):
         for m, mark in enumerate(data.MARKS):
-            ax.plot(kb, counts[gene, :, m], drawstyle="steps-mid", color=MARK_COLORS[m],
-                    lw=1.4, label=mark)
+            ax.plot(
+                kb,
+                counts[gene, :, m],
+                drawstyle="steps-mid",
+                color=MARK_COLORS[m],
+                lw=1.4,
+                label=mark,
+            )
         ax.axvline(0, color="black", ls=":", lw=1)
         ax.text(0.05, 0.97, "TSS", transform=ax.get_xaxis_transform(), va="top", fontsize=9)
         expression = "high" if labels[gene] == 1 else "low"
-        ax.set_title(f"Gene {ids[gene]}: label {labels[gene]} ({expression} expression)",
-                     fontsize=11)
+        ax.set_title(
+            f"Gene {ids[gene]}: label {labels[gene]} ({expression} expression)", fontsize=11
+        )
         ax.set_ylabel("Reads per 100-bp bin")
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlim(-5, 5)
@@ -336,14 +404,23 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
     axes[1].set_xlabel("Position relative to the TSS (kb)")
     axes[0].xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(1))
     # The model sees bins, the biologist base pairs: both scales on one axis.
-    top = axes[0].secondary_xaxis("top", functions=(lambda x: (x + 5.0) * 10 + 0.5,
-                                                    lambda b: (b - 0.5) * 0.1 - 5.0))
+    top = axes[0].secondary_xaxis(
+        "top", functions=(lambda x: (x + 5.0) * 10 + 0.5, lambda b: (b - 0.5) * 0.1 - 5.0)
+    )
     top.set_xticks([1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
     top.set_xlabel("Bin")
-    axes[0].legend(title="Histone mark (data order)", fontsize=9, title_fontsize=9,
-                   loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title or f"Histone marks around the TSS: cell {cell}, {split} split of "
-                          f"{display_path(data_dir)}", fontsize=12)
+    axes[0].legend(
+        title="Histone mark (data order)",
+        fontsize=9,
+        title_fontsize=9,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+    fig.suptitle(
+        title
+        or f"Histone marks around the TSS: cell {cell}, {split} split of {display_path(data_dir)}",
+        fontsize=12,
+    )
     fig.tight_layout()
     return _save_png(fig, out), str(ids[high]), str(ids[low])
 
@@ -352,9 +429,14 @@ def plot_data(data_dir: str | os.PathLike = SAMPLE_DATA, out: str | os.PathLike 
 # Comparing runs with the published AUCs
 
 
-def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | None = None,
-            baselines: str | os.PathLike | None = BASELINES, title: str | None = None,
-            notes=print) -> tuple[Path, pd.DataFrame]:
+def compare(
+    runs: list,
+    out: str | os.PathLike = "auc.png",
+    labels: list[str] | None = None,
+    baselines: str | os.PathLike | None = BASELINES,
+    title: str | None = None,
+    notes=print,
+) -> tuple[Path, pd.DataFrame]:
     """Draw test AUC per cell for each run next to the published baselines (the paper's AUC
     figure), and write the summary table beside the PNG as .csv and .md.
 
@@ -371,36 +453,66 @@ def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | 
     if ref is not None:
         known = [c for c in cells if c in ref.index]
         if not known:
-            notes(f"note: none of the {len(cells)} cells is in {display_path(Path(baselines))}; "
-                  "the published lines are not drawn")
+            notes(
+                f"note: none of the {len(cells)} cells is in {display_path(Path(baselines))}; "
+                "the published lines are not drawn"
+            )
     for line in lines:
         missing = [c for c in cells if c not in line.auc.index]
         if missing:
-            notes(f"note: {line.label}: no AUC for {len(missing)} of the {len(cells)} cells "
-                  f"drawn ({_clip(missing)}); skipped on that line and in its counts")
+            notes(
+                f"note: {line.label}: no AUC for {len(missing)} of the {len(cells)} cells "
+                f"drawn ({_clip(missing)}); skipped on that line and in its counts"
+            )
         unknown = [c for c in line.auc.index if ref is None or c not in ref.index]
         if unknown and ref is not None:
-            notes(f"note: {line.label}: {len(unknown)} cell(s) without a published AUC "
-                  f"({_clip(unknown)}); drawn, not compared")
+            notes(
+                f"note: {line.label}: {len(unknown)} cell(s) without a published AUC "
+                f"({_clip(unknown)}); drawn, not compared"
+            )
     summary = summarize(lines, ref, cells, display_path(Path(baselines)) if baselines else "")
 
     x = np.arange(len(cells))
     fig, ax = plt.subplots(figsize=(min(max(7.0, 0.16 * len(cells) + 3.0), 13.0), 5.6))
     stats = summary.set_index("line")
-    styles = {"deepchrome": dict(color="black", ls="--", marker="s"),
-              "attentivechrome": dict(color="#888888", ls=":", marker="^")}
+    styles = {
+        "deepchrome": dict(color="black", ls="--", marker="s"),
+        "attentivechrome": dict(color="#888888", ls=":", marker="^"),
+    }
     if ref is not None:
         for name in ref.columns:
             label = BASELINE_LABELS.get(name, name)
             if label in stats.index:
-                ax.plot(x, ref[name].reindex(cells), ms=3.5, lw=1.4,
-                        label=_legend(label, stats.loc[label], len(cells)),
-                        **styles.get(name, dict(ls="--", marker="s")))
-    colors = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-              "#17becf", "#bcbd22", "#7f7f7f"]
+                ax.plot(
+                    x,
+                    ref[name].reindex(cells),
+                    ms=3.5,
+                    lw=1.4,
+                    label=_legend(label, stats.loc[label], len(cells)),
+                    **styles.get(name, dict(ls="--", marker="s")),
+                )
+    colors = [
+        "#d62728",
+        "#1f77b4",
+        "#2ca02c",
+        "#ff7f0e",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#17becf",
+        "#bcbd22",
+        "#7f7f7f",
+    ]
     for i, line in enumerate(lines):
-        ax.plot(x, line.auc.reindex(cells), "-o", ms=3.5, lw=1.6, color=colors[i % len(colors)],
-                label=_legend(line.label, stats.loc[line.label], len(cells)))
+        ax.plot(
+            x,
+            line.auc.reindex(cells),
+            "-o",
+            ms=3.5,
+            lw=1.6,
+            color=colors[i % len(colors)],
+            label=_legend(line.label, stats.loc[line.label], len(cells)),
+        )
     ax.set_xticks(x, cells, rotation=90, fontsize=8 if len(cells) > 30 else 9.5)
     ax.set_xlim(-0.7, len(cells) - 0.3)
     ax.set_xlabel(f"Cell type (sorted {how})")
@@ -408,8 +520,12 @@ def compare(runs: list, out: str | os.PathLike = "auc.png", labels: list[str] | 
     ax.grid(alpha=0.3)
     fig.set_layout_engine("constrained")
     # Below the axes: inside, it would hide points wherever the lines happen to run.
-    fig.legend(loc="outside lower center", ncol=2 if fig.get_figwidth() >= 10 else 1,
-               fontsize=9.5, frameon=False)
+    fig.legend(
+        loc="outside lower center",
+        ncol=2 if fig.get_figwidth() >= 10 else 1,
+        fontsize=9.5,
+        frameon=False,
+    )
     fig.suptitle(title or "Test AUC per cell type", fontsize=12)
 
     table_csv, table_md = out.with_suffix(".csv"), out.with_suffix(".md")
@@ -431,13 +547,22 @@ def _clip(names: list[str], k: int = 6) -> str:
 # ---------------------------------------------------------------------------------------------
 # The README's images, and the example runs behind images/auc.png
 
-EXAMPLE_TITLE = ("Test AUC per cell type: example runs on GENERATED data vs. published AUCs on "
-                 "the real data\nThe generated cells only borrow the real cell ids: their AUCs "
-                 "say nothing about the real cells")
+EXAMPLE_TITLE = (
+    "Test AUC per cell type: example runs on GENERATED data vs. published AUCs on "
+    "the real data\nThe generated cells only borrow the real cell ids: their AUCs "
+    "say nothing about the real cells"
+)
 
 
-def rerun_example(runs_dir: Path, work: Path, n_cells: int = 56, genes: int = 200,
-                  epochs: int = 4, mix_epochs: int = 3, seed: int = 0) -> list[Path]:
+def rerun_example(
+    runs_dir: Path,
+    work: Path,
+    n_cells: int = 56,
+    genes: int = 200,
+    epochs: int = 4,
+    mix_epochs: int = 3,
+    seed: int = 0,
+) -> list[Path]:
     """Regenerate the example behind images/auc.png: generated data whose cells are named
     after the first ``n_cells`` published cells, a per-cell and a mixed run of main.py, and
     copies of their results tables and args.json in ``runs_dir/{percell,mix}``.
@@ -446,17 +571,31 @@ def rerun_example(runs_dir: Path, work: Path, n_cells: int = 56, genes: int = 20
     data_dir = work / "data"
     data.synthesize(data_dir, names=cells, n_genes=genes, seed=seed)
     runs = []
-    for name, extra, n_epochs, table in (("percell", [], epochs, "output.csv"),
-                                         ("mix", ["--mix"], mix_epochs, "output-mix.csv")):
+    for name, extra, n_epochs, table in (
+        ("percell", [], epochs, "output.csv"),
+        ("mix", ["--mix"], mix_epochs, "output-mix.csv"),
+    ):
         save = work / name
-        cmd = [sys.executable, str(ROOT / "main.py"), "--data_dir", str(data_dir),
-               "--epochs", str(n_epochs), "--seed", str(seed), "--save_dir", str(save),
-               "--overwrite", *extra]
+        cmd = [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "--data_dir",
+            str(data_dir),
+            "--epochs",
+            str(n_epochs),
+            "--seed",
+            str(seed),
+            "--save_dir",
+            str(save),
+            "--overwrite",
+            *extra,
+        ]
         print("running: python " + " ".join(cmd[1:]), flush=True)
         res = subprocess.run(cmd)  # its per-epoch lines go straight to the terminal
         if res.returncode != 0:
-            raise InputError(f"example run failed with exit status {res.returncode}: "
-                             f"{' '.join(cmd[1:])}")
+            raise InputError(
+                f"example run failed with exit status {res.returncode}: {' '.join(cmd[1:])}"
+            )
         dest = runs_dir / name
         dest.mkdir(parents=True, exist_ok=True)
         for file in (table, "args.json"):
@@ -465,35 +604,55 @@ def rerun_example(runs_dir: Path, work: Path, n_cells: int = 56, genes: int = 20
     return runs
 
 
-def make_images(outdir: Path = IMAGES, runs: list | None = None,
-                data_dir: str | os.PathLike = SAMPLE_DATA, cell: str | None = None,
-                style: str = "auto", notes=print) -> list[Path]:
+def make_images(
+    outdir: Path = IMAGES,
+    runs: list | None = None,
+    data_dir: str | os.PathLike = SAMPLE_DATA,
+    cell: str | None = None,
+    style: str = "auto",
+    notes=print,
+) -> list[Path]:
     """images/data.png, model.png and auc.png (+ auc.csv, auc.md); runs default to
     ``outdir/example_runs/*``, drawn with the generated-data title."""
     example = runs is None
     if example:
         runs = sorted(p for p in (outdir / "example_runs").glob("*") if p.is_dir())
         if not runs:
-            raise InputError(f"{outdir / 'example_runs'}: no example runs; make them with "
-                             "python utils.py images --rerun")
+            raise InputError(
+                f"{outdir / 'example_runs'}: no example runs; make them with "
+                "python utils.py images --rerun"
+            )
     outdir.mkdir(parents=True, exist_ok=True)
     # The comparison first: it reads the most user-supplied input, so it fails before any
     # image is replaced.
     labels = [f"{line.label}, generated data" for line in read_runs(runs)] if example else None
-    auc, _ = compare(runs, outdir / "auc.png", labels=labels,
-                     title=EXAMPLE_TITLE if example else None, notes=notes)
+    auc, _ = compare(
+        runs,
+        outdir / "auc.png",
+        labels=labels,
+        title=EXAMPLE_TITLE if example else None,
+        notes=notes,
+    )
     cell = cell or data.list_cells(data_dir)[0]
     generated = Path(data_dir).resolve() == SAMPLE_DATA
     picture, _, _ = plot_data(
-        data_dir, outdir / "data.png", cell=cell,
-        title=None if not generated else
-        f"Histone marks around the TSS of two genes\ncell {cell} of the bundled sample data "
-        "(GENERATED, not measured)")
+        data_dir,
+        outdir / "data.png",
+        cell=cell,
+        title=None
+        if not generated
+        else f"Histone marks around the TSS of two genes\ncell {cell} of the bundled sample data "
+        "(GENERATED, not measured)",
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import Convnet
 
-    model = plot_model(Convnet.Conv1DNet(), outdir / "model.png", style=style,
-                       title=model_title(Convnet.Conv1DNet(), "full"))
+    model = plot_model(
+        Convnet.Conv1DNet(),
+        outdir / "model.png",
+        style=style,
+        title=model_title(Convnet.Conv1DNet(), "full"),
+    )
     return [picture, model, auc]
 
 
@@ -506,91 +665,171 @@ COMMANDS = ("plot", "compare", "data", "model", "images")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="utils.py",
-        description="Figures from runs and data. A bare list of paths means 'plot'.")
+        description="Figures from runs and data. A bare list of paths means 'plot'.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plot", help="redraw training curves (log.png) from log.csv files",
-                       description="Redraw training curves (log.png) from the log.csv files "
-                                   "of runs or cells.")
+    p = sub.add_parser(
+        "plot",
+        help="redraw training curves (log.png) from log.csv files",
+        description="Redraw training curves (log.png) from the log.csv files of runs or cells.",
+    )
     p.add_argument("paths", nargs="+", help="run folders, cell folders or log.csv files")
-    p.add_argument("--out", default=None,
-                   help="with several logs, the overlay figure to write "
-                        "[Default: curves.png in the current folder]")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="with several logs, the overlay figure to write "
+        "[Default: curves.png in the current folder]",
+    )
 
-    p = sub.add_parser("compare", help="AUC per cell of runs vs. the published baselines",
-                       description="Draw the test AUC per cell of one or more runs next to "
-                                   "DeepChrome and AttentiveChrome (the paper's AUC figure) "
-                                   "and write a summary table (.csv and .md beside the PNG).")
-    p.add_argument("runs", nargs="+",
-                   help="run folders (their output.csv / output-mix.csv) or results tables; "
-                        "every auc* column of a table is one line")
-    p.add_argument("--out", default="auc.png",
-                   help="the figure; the summary goes to the same name with .csv and .md "
-                        "[Default: %(default)s]")
-    p.add_argument("--labels", nargs="+", default=None,
-                   help="one name per line, in order [Default: from each run's args.json, "
-                        "e.g. 'per-cell (full)', 'mixed (full)']")
-    p.add_argument("--baselines", default=display_path(BASELINES),
-                   help="published per-cell AUCs (cell + one column per method), or 'none' "
-                        "[Default: %(default)s]")
+    p = sub.add_parser(
+        "compare",
+        help="AUC per cell of runs vs. the published baselines",
+        description="Draw the test AUC per cell of one or more runs next to "
+        "DeepChrome and AttentiveChrome (the paper's AUC figure) "
+        "and write a summary table (.csv and .md beside the PNG).",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders (their output.csv / output-mix.csv) or results tables; "
+        "every auc* column of a table is one line",
+    )
+    p.add_argument(
+        "--out",
+        default="auc.png",
+        help="the figure; the summary goes to the same name with .csv and .md "
+        "[Default: %(default)s]",
+    )
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="one name per line, in order [Default: from each run's args.json, "
+        "e.g. 'per-cell (full)', 'mixed (full)']",
+    )
+    p.add_argument(
+        "--baselines",
+        default=display_path(BASELINES),
+        help="published per-cell AUCs (cell + one column per method), or 'none' "
+        "[Default: %(default)s]",
+    )
     p.add_argument("--title", default=None, help="figure title [Default: Test AUC per cell type]")
 
-    p = sub.add_parser("data", help="the marks of a high and a low expression gene",
-                       description="Draw the five marks' read counts along the 100 bins "
-                                   "(+/-5 kb around the TSS) of a highly and a lowly "
-                                   "expressed gene of one cell.")
-    p.add_argument("--data_dir", default=display_path(SAMPLE_DATA),
-                   help="<data_dir>/<cell>/classification/{train,valid,test}.csv "
-                        "[Default: %(default)s]")
+    p = sub.add_parser(
+        "data",
+        help="the marks of a high and a low expression gene",
+        description="Draw the five marks' read counts along the 100 bins "
+        "(+/-5 kb around the TSS) of a highly and a lowly "
+        "expressed gene of one cell.",
+    )
+    p.add_argument(
+        "--data_dir",
+        default=display_path(SAMPLE_DATA),
+        help="<data_dir>/<cell>/classification/{train,valid,test}.csv [Default: %(default)s]",
+    )
     p.add_argument("--cell", default=None, help="cell to draw [Default: the first cell]")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"),
-                   help="split to draw from [Default: %(default)s]")
-    p.add_argument("--genes", default=None,
-                   help="HIGH,LOW gene ids to draw [Default: the gene of each class closest "
-                        "to its class's mean counts]")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "valid", "test"),
+        help="split to draw from [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--genes",
+        default=None,
+        help="HIGH,LOW gene ids to draw [Default: the gene of each class closest "
+        "to its class's mean counts]",
+    )
     p.add_argument("--out", default="data.png", help="figure [Default: %(default)s]")
     p.add_argument("--title", default=None, help="figure title [Default: names cell and data]")
 
-    p = sub.add_parser("model", help="the network with each layer's output shape",
-                       description="Draw the network with each layer's output shape.")
-    p.add_argument("--variant", default="full",
-                   choices=data.VARIANTS,
-                   help="network variant [Default: %(default)s]")
-    p.add_argument("--style", default="auto", choices=("auto", "keras", "matplotlib"),
-                   help="keras.utils.plot_model (needs pydot and Graphviz), a matplotlib "
-                        "drawing, or auto: keras when those are installed [Default: %(default)s]")
+    p = sub.add_parser(
+        "model",
+        help="the network with each layer's output shape",
+        description="Draw the network with each layer's output shape.",
+    )
+    p.add_argument(
+        "--variant",
+        default="full",
+        choices=data.VARIANTS,
+        help="network variant [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--style",
+        default="auto",
+        choices=("auto", "keras", "matplotlib"),
+        help="keras.utils.plot_model (needs pydot and Graphviz), a matplotlib "
+        "drawing, or auto: keras when those are installed [Default: %(default)s]",
+    )
     p.add_argument("--out", default="model.png", help="figure [Default: %(default)s]")
 
-    p = sub.add_parser("images", help="redraw the README's images in one go",
-                       description="Redraw images/data.png (sample data), images/model.png "
-                                   "and images/auc.png (+ auc.csv, auc.md) from the example "
-                                   "runs in images/example_runs.")
-    p.add_argument("--outdir", default=display_path(IMAGES),
-                   help="where the images go; example runs in OUTDIR/example_runs "
-                        "[Default: %(default)s]")
-    p.add_argument("--runs", nargs="+", default=None,
-                   help="runs to compare instead of the example runs "
-                        "[Default: OUTDIR/example_runs/*]")
-    p.add_argument("--data_dir", default=display_path(SAMPLE_DATA),
-                   help="data for data.png [Default: %(default)s]")
+    p = sub.add_parser(
+        "images",
+        help="redraw the README's images in one go",
+        description="Redraw images/data.png (sample data), images/model.png "
+        "and images/auc.png (+ auc.csv, auc.md) from the example "
+        "runs in images/example_runs.",
+    )
+    p.add_argument(
+        "--outdir",
+        default=display_path(IMAGES),
+        help="where the images go; example runs in OUTDIR/example_runs [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="runs to compare instead of the example runs [Default: OUTDIR/example_runs/*]",
+    )
+    p.add_argument(
+        "--data_dir",
+        default=display_path(SAMPLE_DATA),
+        help="data for data.png [Default: %(default)s]",
+    )
     p.add_argument("--cell", default=None, help="cell for data.png [Default: the first cell]")
-    p.add_argument("--style", default="auto", choices=("auto", "keras", "matplotlib"),
-                   help="model.png drawing, as for 'model' [Default: %(default)s]")
-    p.add_argument("--rerun", action="store_true",
-                   help="first regenerate the example: generated data named after the "
-                        "published cells, then a per-cell and a mixed run of main.py (about "
-                        "5 to 20 minutes on 2 CPU cores) [Default: off]")
-    p.add_argument("--example_dir", default="logs/example",
-                   help="with --rerun, where the generated data, models and logs go "
-                        "[Default: %(default)s]")
-    p.add_argument("--example_cells", type=int, default=56,
-                   help="with --rerun, how many cells [Default: %(default)s]")
-    p.add_argument("--example_genes", type=int, default=200,
-                   help="with --rerun, genes per split [Default: %(default)s]")
-    p.add_argument("--example_epochs", type=int, default=4,
-                   help="with --rerun, epochs of the per-cell run [Default: %(default)s]")
-    p.add_argument("--example_mix_epochs", type=int, default=3,
-                   help="with --rerun, epochs of the mixed run [Default: %(default)s]")
+    p.add_argument(
+        "--style",
+        default="auto",
+        choices=("auto", "keras", "matplotlib"),
+        help="model.png drawing, as for 'model' [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="first regenerate the example: generated data named after the "
+        "published cells, then a per-cell and a mixed run of main.py (about "
+        "5 to 20 minutes on 2 CPU cores) [Default: off]",
+    )
+    p.add_argument(
+        "--example_dir",
+        default="logs/example",
+        help="with --rerun, where the generated data, models and logs go [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--example_cells",
+        type=int,
+        default=56,
+        help="with --rerun, how many cells [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--example_genes",
+        type=int,
+        default=200,
+        help="with --rerun, genes per split [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--example_epochs",
+        type=int,
+        default=4,
+        help="with --rerun, epochs of the per-cell run [Default: %(default)s]",
+    )
+    p.add_argument(
+        "--example_mix_epochs",
+        type=int,
+        default=3,
+        help="with --rerun, epochs of the mixed run [Default: %(default)s]",
+    )
     return parser
 
 
@@ -615,6 +854,7 @@ def main(argv=None) -> int:
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "plot")  # the original usage: python utils.py PATH... [--out]
     args = build_parser().parse_args(argv)
+
     def note(text):
         print(text, file=sys.stderr)
 
@@ -623,8 +863,9 @@ def main(argv=None) -> int:
             return _plot_command(args)
         if args.command == "compare":
             baselines = None if args.baselines.lower() == "none" else args.baselines
-            png, summary = compare(args.runs, args.out, args.labels, baselines, args.title,
-                                   notes=note)
+            png, summary = compare(
+                args.runs, args.out, args.labels, baselines, args.title, notes=note
+            )
             print(summary_markdown(summary), end="")
             print(f"wrote {png}, {png.with_suffix('.csv')}, {png.with_suffix('.md')}")
         elif args.command == "data":
@@ -633,8 +874,9 @@ def main(argv=None) -> int:
                 genes = [g.strip() for g in args.genes.split(",")]
                 if len(genes) != 2:
                     raise InputError(f"--genes {args.genes}: expected two ids, HIGH,LOW")
-            png, high, low = plot_data(args.data_dir, args.out, args.cell, args.split, genes,
-                                       args.title)
+            png, high, low = plot_data(
+                args.data_dir, args.out, args.cell, args.split, genes, args.title
+            )
             print(f"wrote {png} (genes {high} and {low})")
         elif args.command == "model":
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -646,15 +888,25 @@ def main(argv=None) -> int:
         elif args.command == "images":
             outdir = Path(args.outdir)
             if args.rerun:
-                for flag in ("example_cells", "example_genes", "example_epochs",
-                             "example_mix_epochs"):
+                for flag in (
+                    "example_cells",
+                    "example_genes",
+                    "example_epochs",
+                    "example_mix_epochs",
+                ):
                     if getattr(args, flag) < 1:
                         raise InputError(f"--{flag} must be at least 1")
-                rerun_example(outdir / "example_runs", Path(args.example_dir),
-                              args.example_cells, args.example_genes, args.example_epochs,
-                              args.example_mix_epochs)
-            written = make_images(outdir, args.runs, args.data_dir, args.cell, args.style,
-                                  notes=note)
+                rerun_example(
+                    outdir / "example_runs",
+                    Path(args.example_dir),
+                    args.example_cells,
+                    args.example_genes,
+                    args.example_epochs,
+                    args.example_mix_epochs,
+                )
+            written = make_images(
+                outdir, args.runs, args.data_dir, args.cell, args.style, notes=note
+            )
             print(f"wrote {', '.join(map(str, written))}")
     except (InputError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)

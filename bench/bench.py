@@ -53,20 +53,28 @@ MATMUL_N = 4096
 @dataclasses.dataclass
 class Sizing:
     genes: tuple = FULL_GENES  # genes per split of the benchmark cell
-    repeats: int = 7           # loading: alternated runs of each contender
-    fit_genes: int = 6601      # training genes for throughput and callback timings
-    rounds: int = 4            # timed rounds of the throughput / callback comparisons
-    cell_epochs: int = 20      # epochs of the per-cell experiment (>= 2; else estimated)
-    mix_cells: int = 56        # cells pooled for the memory measurement
-    mix_distinct: int = 4      # distinct generated cells; the others are hard links to them
+    repeats: int = 7  # loading: alternated runs of each contender
+    fit_genes: int = 6601  # training genes for throughput and callback timings
+    rounds: int = 4  # timed rounds of the throughput / callback comparisons
+    cell_epochs: int = 20  # epochs of the per-cell experiment (>= 2; else estimated)
+    mix_cells: int = 56  # cells pooled for the memory measurement
+    mix_distinct: int = 4  # distinct generated cells; the others are hard links to them
 
 
 MODES = {
     "full": Sizing(),
-    "quick": Sizing(repeats=3, fit_genes=1000, rounds=2, cell_epochs=2, mix_cells=12,
-                    mix_distinct=2),
-    "tiny": Sizing(genes=(300, 300, 300), repeats=1, fit_genes=300, rounds=1, cell_epochs=2,
-                   mix_cells=3, mix_distinct=1),
+    "quick": Sizing(
+        repeats=3, fit_genes=1000, rounds=2, cell_epochs=2, mix_cells=12, mix_distinct=2
+    ),
+    "tiny": Sizing(
+        genes=(300, 300, 300),
+        repeats=1,
+        fit_genes=300,
+        rounds=1,
+        cell_epochs=2,
+        mix_cells=3,
+        mix_distinct=1,
+    ),
 }
 
 
@@ -108,9 +116,11 @@ def machine() -> str:
     except OSError:
         pass
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}, "
-            f"pyarrow {pyarrow.__version__}; GPU: {', '.join(gpus) if gpus else 'none'}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}, "
+        f"pyarrow {pyarrow.__version__}; GPU: {', '.join(gpus) if gpus else 'none'}"
+    )
 
 
 def make_cell(out: Path, name: str, genes: tuple, seed: int) -> Path:
@@ -153,7 +163,7 @@ def naive_load(cls: Path):
             rows = list(csv.reader(f))
         xs, ys = [], []
         for g in range(len(rows) // 100):
-            block = np.array([[float(v) for v in r[2:7]] for r in rows[g * 100:(g + 1) * 100]])
+            block = np.array([[float(v) for v in r[2:7]] for r in rows[g * 100 : (g + 1) * 100]])
             norm = np.zeros_like(block)
             for b in range(100):
                 m = block[b].max()
@@ -174,14 +184,22 @@ def bench_loading(cell: Path, size: Sizing) -> tuple[list[str], dict]:
 
     def bare():
         for split in data.SPLITS:
-            pacsv.read_csv(cls / f"{split}.csv",
-                           read_options=pacsv.ReadOptions(autogenerate_column_names=True))
+            pacsv.read_csv(
+                cls / f"{split}.csv", read_options=pacsv.ReadOptions(autogenerate_column_names=True)
+            )
 
     def clear():
         shutil.rmtree(cls / ".cache", ignore_errors=True)
 
-    t = best_of({"bare": bare, "load": lambda: data.load_data(cell, cache=False),
-                 "first": lambda: data.load_data(cell)}, size.repeats, setup={"first": clear})
+    t = best_of(
+        {
+            "bare": bare,
+            "load": lambda: data.load_data(cell, cache=False),
+            "first": lambda: data.load_data(cell),
+        },
+        size.repeats,
+        setup={"first": clear},
+    )
     data.load_data(cell)
     t.update(best_of({"cached": lambda: data.load_data(cell), "bare2": bare}, size.repeats))
     bare_t = min(t["bare"][0], t["bare2"][0])
@@ -367,8 +385,10 @@ def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
                 if ":" not in name or "/" not in name:  # TensorFlow ops are "scope/op:Type"
                     continue
                 path = name.split(":")[0].split("/")
-                layer = next((n for n in names for part in path
-                              if part == n or part.startswith(n + "_")), None)
+                layer = next(
+                    (n for n in names for part in path if part == n or part.startswith(n + "_")),
+                    None,
+                )
                 if layer is None:  # Keras numbers a process's later optimizers: adam_1, ...
                     optimizer = any(part.split("_")[0] == "adam" for part in path)
                     layer = "optimizer" if optimizer else "other (metrics, loss, data)"
@@ -383,11 +403,15 @@ def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
             continue
         flops = ""
         if macs.get(layer, 0) > 1e6:
-            gflops = [2 * 100 * macs[layer] / (fwd / steps * 1e-12) / 1e9,
-                      4 * 100 * macs[layer] / (bwd / steps * 1e-12) / 1e9]
+            gflops = [
+                2 * 100 * macs[layer] / (fwd / steps * 1e-12) / 1e9,
+                4 * 100 * macs[layer] / (bwd / steps * 1e-12) / 1e9,
+            ]
             flops = f"{gflops[0]:.0f} / {gflops[1]:.0f}"
-        rows.append(f"| {layer} | {fwd / steps / 1e9:.1f} | {bwd / steps / 1e9:.1f} | "
-                    f"{(fwd + bwd) / total:.0%} | {flops} |")
+        rows.append(
+            f"| {layer} | {fwd / steps / 1e9:.1f} | {bwd / steps / 1e9:.1f} | "
+            f"{(fwd + bwd) / total:.0%} | {flops} |"
+        )
     return [
         "| layer | forward ms/step | backward ms/step | share of op time | GFLOP/s while "
         "running, fwd / bwd |",
@@ -420,19 +444,31 @@ def bench_callback(cell_data, size: Sizing) -> list[str]:
         "none": (Convnet.compile_model(Convnet.Conv1DNet()), True, []),
         # As Convnet.train wires it now: no validation_data to fit; the callback's one pass
         # gives val_loss, val_accuracy and val_auc; the training AUC is streamed.
-        "now": (Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True), False,
-                [RocAucCallback(None, valid)]),
+        "now": (
+            Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True),
+            False,
+            [RocAucCallback(None, valid)],
+        ),
         # As it was wired before: Keras' validation pass, then the callback predicted the
         # validation split again and the whole training split.
-        "before": (Convnet.compile_model(Convnet.Conv1DNet()), True,
-                   [RocAucCallback(train, valid)]),
+        "before": (
+            Convnet.compile_model(Convnet.Conv1DNet()),
+            True,
+            [RocAucCallback(train, valid)],
+        ),
     }
     times = {k: [] for k in configs}
     for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
         for name, (model, keras_val, callbacks) in configs.items():
             timer = epoch_timer()
-            model.fit(*train, validation_data=valid if keras_val else None, batch_size=100,
-                      epochs=1, verbose=0, callbacks=callbacks + [timer])
+            model.fit(
+                *train,
+                validation_data=valid if keras_val else None,
+                batch_size=100,
+                epochs=1,
+                verbose=0,
+                callbacks=callbacks + [timer],
+            )
             if round_:
                 times[name].append(timer.times[0])
     best = {k: min(v) for k, v in times.items()}
@@ -474,24 +510,34 @@ def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]
     timer, fit = epoch_timer(), model.fit
     model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [*k["callbacks"], timer]})
     start = time.perf_counter()
-    result = Convnet.train(model, (c.train.x, c.train.y), (c.valid.x, c.valid.y), save,
-                           epochs=size.cell_epochs, verbose=0, seed=0)
+    result = Convnet.train(
+        model,
+        (c.train.x, c.train.y),
+        (c.valid.x, c.valid.y),
+        save,
+        epochs=size.cell_epochs,
+        verbose=0,
+        seed=0,
+    )
     t_train = time.perf_counter() - start
     if size.cell_epochs < 20:  # outside the epochs (compile, saving) + first + 19 later ones
-        t_train = t_train - sum(timer.times) + timer.times[0] + 19 * statistics.median(
-            timer.times[1:])
+        t_train = (
+            t_train - sum(timer.times) + timer.times[0] + 19 * statistics.median(timer.times[1:])
+        )
     start = time.perf_counter()
     scores = Convnet.test(Convnet.load_model(result.best_model_path), c.test.x, c.test.y)
     t_test = time.perf_counter() - start
     per_cell = load_s + t_train + t_test
-    measured = ("measured" if size.cell_epochs == 20 else
-                f"estimated from {size.cell_epochs} epochs: first + 19 x later")
+    measured = (
+        "measured"
+        if size.cell_epochs == 20
+        else f"estimated from {size.cell_epochs} epochs: first + 19 x later"
+    )
     return [
         "| step | seconds |",
         "|---|---|",
         f"| load the cell from CSV (`load_data`, section 1) | {load_s:.2f} |",
-        f"| `Convnet.train`, 20 epochs, callback + checkpoint ({measured}) | "
-        f"{t_train:.1f} |",
+        f"| `Convnet.train`, 20 epochs, callback + checkpoint ({measured}) | {t_train:.1f} |",
         f"| `Convnet.test` of the best epoch on the test split | {t_test:.2f} |",
         f"| one cell | {per_cell:.1f} |",
         f"| 56 cells (x56, estimate) | {56 * per_cell:.0f} ({56 * per_cell / 3600:.2f} h) |",
@@ -518,9 +564,19 @@ def mix_child(data_dir: str) -> None:
     splits = [mix.train, mix.valid, *mix.tests.values()]
     arrays = sum(a.nbytes for s in splits for a in s if a is not None)
     dtypes = sorted({str(s.x.dtype) for s in splits} | {str(s.y.dtype) for s in splits})
-    print(json.dumps({"before": before, "peak": rss_bytes("VmHWM"), "arrays": arrays,
-                      "x_bytes": sum(s.x.nbytes for s in splits), "seconds": seconds,
-                      "genes": sum(len(s.x) for s in splits), "dtypes": dtypes}))
+    print(
+        json.dumps(
+            {
+                "before": before,
+                "peak": rss_bytes("VmHWM"),
+                "arrays": arrays,
+                "x_bytes": sum(s.x.nbytes for s in splits),
+                "seconds": seconds,
+                "genes": sum(len(s.x) for s in splits),
+                "dtypes": dtypes,
+            }
+        )
+    )
 
 
 def bench_mix(tmp: Path, size: Sizing) -> list[str]:
@@ -529,25 +585,29 @@ def bench_mix(tmp: Path, size: Sizing) -> list[str]:
     start = time.perf_counter()
     for i, name in enumerate(names[: size.mix_distinct]):
         make_cell(mix_dir, name, size.genes, seed=100 + i)
-    for i, name in enumerate(names[size.mix_distinct:]):
+    for i, name in enumerate(names[size.mix_distinct :]):
         src = mix_dir / names[i % size.mix_distinct] / "classification"
         dst = mix_dir / name / "classification"
         dst.mkdir(parents=True)
         for split in data.SPLITS:
             os.link(src / f"{split}.csv", dst / f"{split}.csv")
     t_gen = time.perf_counter() - start
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import bench; bench.mix_child({str(mix_dir)!r})")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import bench; bench.mix_child({str(mix_dir)!r})"
+    )
     rows = []
     for label in ("from CSV (parse, check, write caches)", "from the caches"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         grown = r["peak"] - r["before"]
         rows.append(
             f"| {label} | {r['seconds']:.1f} | {gb(r['arrays'])} | {gb(r['before'])} | "
             f"{gb(r['peak'])} | {grown / r['arrays']:.2f} | <= 1.5 | "
-            f"{'yes' if grown <= 1.5 * r['arrays'] else 'NO'} |")
+            f"{'yes' if grown <= 1.5 * r['arrays'] else 'NO'} |"
+        )
     shutil.rmtree(mix_dir, ignore_errors=True)
     return [
         "| load | seconds | arrays GB | RSS before GB | peak RSS GB | (peak - before) / arrays "
@@ -570,17 +630,28 @@ def bench_mix(tmp: Path, size: Sizing) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help="fewer repeats, training subsets, 2 epochs, 12 pooled cells "
-                           "[Default: full mode]")
-    mode.add_argument("--tiny", action="store_true",
-                      help="300 genes per split, 1 repeat: checks the benchmark runs, for "
-                           "tests; its figures mean little [Default: full mode]")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"),
-                        help="Markdown file to write [Default: bench/RESULTS.md]")
-    parser.add_argument("--tmp", default=None,
-                        help="folder for the generated data, removed afterwards "
-                             "[Default: the system's temporary folder]")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats, training subsets, 2 epochs, 12 pooled cells [Default: full mode]",
+    )
+    mode.add_argument(
+        "--tiny",
+        action="store_true",
+        help="300 genes per split, 1 repeat: checks the benchmark runs, for "
+        "tests; its figures mean little [Default: full mode]",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "bench" / "RESULTS.md"),
+        help="Markdown file to write [Default: bench/RESULTS.md]",
+    )
+    parser.add_argument(
+        "--tmp",
+        default=None,
+        help="folder for the generated data, removed afterwards "
+        "[Default: the system's temporary folder]",
+    )
     args = parser.parse_args(argv)
     import tensorflow as tf
 
@@ -605,11 +676,14 @@ def main(argv=None) -> int:
         cell_data = data.load_data(cell)
         lines, _ = bench_throughput(cell_data, size)
         section("2. Training and inference throughput", lines)
-        section("2b. Where a training step's time goes", profile_training(
-            cell_data, size, tmp / "profile"))
+        section(
+            "2b. Where a training step's time goes",
+            profile_training(cell_data, size, tmp / "profile"),
+        )
         section("3. Callback overhead", bench_callback(cell_data, size))
-        section("4. One per-cell experiment", bench_cell(cell, tmp / "run", size,
-                                                          info["load_data_s"]))
+        section(
+            "4. One per-cell experiment", bench_cell(cell, tmp / "run", size, info["load_data_s"])
+        )
         section("5. Mixed-experiment memory", bench_mix(tmp, size))
 
     command = "python bench/bench.py" + {"full": "", "quick": " --quick", "tiny": " --tiny"}[name]
@@ -630,7 +704,7 @@ def main(argv=None) -> int:
     if out.is_file():
         old = out.read_text()
         if NOTES_MARK in old:
-            notes = old[old.index(NOTES_MARK):]
+            notes = old[old.index(NOTES_MARK) :]
     out.write_text("\n".join(head + body) + ("\n" + notes if notes else NOTES_MARK + "\n"))
     print(f"wrote {out}")
     return 0

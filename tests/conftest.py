@@ -23,8 +23,10 @@ def write_split(path: Path, rows: list[str] | str) -> Path:
 
 def gene_rows(gene_id: str, counts, label: int = 1) -> list[str]:
     """100 CSV rows of one gene; counts is (100, 5)."""
-    return [f"{gene_id},{b + 1}," + ",".join(str(int(v)) for v in counts[b]) + f",{label}"
-            for b in range(100)]
+    return [
+        f"{gene_id},{b + 1}," + ",".join(str(int(v)) for v in counts[b]) + f",{label}"
+        for b in range(100)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +42,12 @@ def assert_one_line_error(res, *fragments):
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     # TensorFlow's own start-up log lines (absl format) are not ours.
-    lines = [line for line in res.stderr.splitlines() if line.strip()
-             and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+    lines = [
+        line
+        for line in res.stderr.splitlines()
+        if line.strip()
+        and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)
+    ]
     assert len(lines) == 1, res.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

@@ -138,7 +138,13 @@ def test_validation_metrics_from_one_pass_match_keras_evaluate(tmp_path, loss):
     log = pd.read_csv(log_path)
     assert calls == [("evaluate", 40)] * 2  # the validation split only, once per epoch
     assert list(log.columns) == [
-        "epoch", "accuracy", "auc", "loss", "val_accuracy", "val_auc", "val_loss"
+        "epoch",
+        "accuracy",
+        "auc",
+        "loss",
+        "val_accuracy",
+        "val_auc",
+        "val_loss",
     ]
     # lr=0: evaluate after fit sees the weights the callback saw. 40 genes in batches of 16:
     # the last batch is smaller, so batch weighting is checked too.
@@ -166,8 +172,9 @@ def test_training_auc_is_binned_auc_of_batch_outputs(tmp_path):
     x, y = random_split(rng, 300)
     x[y[:, 1] == 1] += 0.02  # some signal, so the AUC is not near 0.5 by chance only
     model = tiny_model()
-    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0,
-                        callbacks=[RocAucCallback(validation_data=(x, y))])
+    history = model.fit(
+        x, y, epochs=2, batch_size=32, verbose=0, callbacks=[RocAucCallback(validation_data=(x, y))]
+    )
     proba = model.predict(x, verbose=0)[:, 1]
     exact = roc_auc_score(y[:, 1], proba)
     # lr=0 and no dropout: the batches' outputs are the predictions; binned on 10,001
@@ -182,6 +189,7 @@ def test_training_auc_one_class_is_nan_and_warned():
     rng = np.random.default_rng(8)
     train = random_split(rng, 32, labels=np.zeros(32, dtype=int))
     with pytest.warns(UserWarning, match="auc undefined at epoch 1"):
-        history = tiny_model().fit(*train, epochs=2, batch_size=16, verbose=0,
-                                   callbacks=[RocAucCallback()])
+        history = tiny_model().fit(
+            *train, epochs=2, batch_size=16, verbose=0, callbacks=[RocAucCallback()]
+        )
     assert np.isnan(history.history["auc"]).all()

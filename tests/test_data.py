@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, gene_rows, write_split
 
 import data
+from conftest import ROOT, gene_rows, write_split
 
 
 def test_preprocess_matches_hand_computed_values():
@@ -134,8 +134,7 @@ def test_mixed_loading(tiny_dir):
         np.testing.assert_array_equal(mix.tests[c].y, cell.test.y)
         # every train/valid gene of the cell lands exactly once in the pool, with its data
         keys = {(c, g) for g in np.concatenate([cell.train.ids, cell.valid.ids])}
-        got = [(cc, g) for s in (mix.train, mix.valid) for cc, g in zip(s.cells, s.ids)
-               if cc == c]
+        got = [(cc, g) for s in (mix.train, mix.valid) for cc, g in zip(s.cells, s.ids) if cc == c]
         assert sorted(got) == sorted(keys)
         both_x = np.concatenate([cell.train.x, cell.valid.x])
         both_ids = np.concatenate([cell.train.ids, cell.valid.ids])
@@ -185,6 +184,7 @@ GOOD = gene_rows("000001", np.ones((100, 5), int), 1)
 
 def bad_inputs():
     """(name, file text, expected message fragment); the file is train.csv of cell E001."""
+
     def edit(i, value, col=None):
         rows = list(GOOD)
         if col is None:
@@ -246,8 +246,12 @@ def test_decimal_and_large_counts_fall_back_to_float_parsing(tmp_path):
     # Integer parsing is the fast path; "2.5" or a count beyond int32 must still be read.
     counts = np.arange(500, dtype=np.float64).reshape(100, 5) % 7
     counts[3, 1], counts[4, 2] = 2.5, 3e9
-    rows = [f"000001,{b + 1}," + ",".join(f"{v:g}" if v != 3e9 else "3000000000"
-                                           for v in counts[b]) + ",1" for b in range(100)]
+    rows = [
+        f"000001,{b + 1},"
+        + ",".join(f"{v:g}" if v != 3e9 else "3000000000" for v in counts[b])
+        + ",1"
+        for b in range(100)
+    ]
     cls = tmp_path / "E001" / "classification"
     for s in data.SPLITS:
         write_split(cls / f"{s}.csv", rows)
@@ -266,9 +270,23 @@ def test_crlf_and_trailing_blank_line_are_accepted(tmp_path):
 
 def test_synth_command_line(tmp_path):
     out = tmp_path / "d"
-    res = subprocess.run([sys.executable, str(ROOT / "data.py"), "synth", "--out", str(out),
-                          "--cells", "2", "--genes", "3", "--seed", "1"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "data.py"),
+            "synth",
+            "--out",
+            str(out),
+            "--cells",
+            "2",
+            "--genes",
+            "3",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert data.list_cells(out) == ["S001", "S002"]
     assert len(data.load_cell(out / "S002").test.ids) == 3

@@ -13,15 +13,21 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+
 from conftest import ROOT, assert_one_line_error
 
 TINY = ["--epochs", "1", "--batch_size", "16"]
 
 
 def run(*args, env=None, check=True):
-    res = subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     if check:
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res
@@ -44,8 +50,22 @@ def check_cell(folder):
 
 def test_mirrored_over_two_logical_cpus(tiny_dir, tmp_path):
     save = tmp_path / "run"
-    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001", "--seed", 3, "--save_dir", save,
-              "--distribute", "mirrored", "--devices", "CPU:0,CPU:1", "--scale_lr")
+    res = run(
+        "--data_dir",
+        tiny_dir,
+        *TINY,
+        "--cells",
+        "S001",
+        "--seed",
+        3,
+        "--save_dir",
+        save,
+        "--distribute",
+        "mirrored",
+        "--devices",
+        "CPU:0,CPU:1",
+        "--scale_lr",
+    )
     assert "Devices: CPU:0, CPU:1 (MirroredStrategy), 2 replicas;" in res.stdout, res.stdout
     assert "8 per replica" in res.stdout
     table = pd.read_csv(save / "output.csv", dtype={"cell": str})
@@ -53,8 +73,11 @@ def test_mirrored_over_two_logical_cpus(tiny_dir, tmp_path):
     log = check_cell(save / "S001")
     assert log.learning_rate[0] == pytest.approx(0.002)  # --scale_lr: 0.001 x 2 replicas
     args = json.loads((save / "args.json").read_text())
-    assert (args["distribute"], args["devices"], args["scale_lr"]) == ("mirrored",
-                                                                        "CPU:0,CPU:1", True)
+    assert (args["distribute"], args["devices"], args["scale_lr"]) == (
+        "mirrored",
+        "CPU:0,CPU:1",
+        True,
+    )
 
 
 def free_ports(n):
@@ -75,15 +98,35 @@ def run_workers(tiny_dir, tmp_path, *args):
     for index in (0, 1):
         tmp = tmp_path / f"tmp{index}"
         tmp.mkdir(exist_ok=True)
-        env = {**os.environ, "TMPDIR": str(tmp),
-               "TF_CONFIG": json.dumps({"cluster": cluster,
-                                        "task": {"type": "worker", "index": index}})}
+        env = {
+            **os.environ,
+            "TMPDIR": str(tmp),
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
         out = open(tmp_path / f"worker{index}.log", "w+")
         outs.append(out)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "--data_dir", str(tiny_dir), *TINY,
-             "--save_dir", str(tmp_path / f"run{index}"), "--distribute", "multiworker", *map(str, args)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "main.py"),
+                    "--data_dir",
+                    str(tiny_dir),
+                    *TINY,
+                    "--save_dir",
+                    str(tmp_path / f"run{index}"),
+                    "--distribute",
+                    "multiworker",
+                    *map(str, args),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
     deadline = time.time() + 240
     try:
         for p in procs:
@@ -118,8 +161,10 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
     seed = json.loads((chief / "args.json").read_text())["seed"]
     assert f"(seed {seed})" in logs[1]  # one shared seed: one split, one shuffle order
     # In step: both workers logged the same all-reduced epoch (timings aside).
-    epochs = [[line.split("/step - ", 1)[1] for line in log.splitlines() if "val_auc:" in line]
-              for log in logs]
+    epochs = [
+        [line.split("/step - ", 1)[1] for line in log.splitlines() if "val_auc:" in line]
+        for log in logs
+    ]
     assert len(epochs[0]) == 1 and epochs[0] == epochs[1]
 
 
@@ -140,12 +185,23 @@ def test_multiworker_resume(tiny_dir, tmp_path):
 def test_mixed_precision_keeps_a_float32_output(tiny_dir, tmp_path):
     save = tmp_path / "run"
     # Two cells: the policy must survive the session reset between cells.
-    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001,S002", "--seed", 3,
-              "--save_dir", save, "--mixed_precision")
+    res = run(
+        "--data_dir",
+        tiny_dir,
+        *TINY,
+        "--cells",
+        "S001,S002",
+        "--seed",
+        3,
+        "--save_dir",
+        save,
+        "--mixed_precision",
+    )
     import Convnet
 
-    expected = "float16" if "GPU:" in res.stdout.split("Devices:", 1)[1].split("\n")[0] \
-        else "bfloat16"
+    expected = (
+        "float16" if "GPU:" in res.stdout.split("Devices:", 1)[1].split("\n")[0] else "bfloat16"
+    )
     assert json.loads((save / "args.json").read_text())["mixed_precision"] == expected
     for cell in ("S001", "S002"):
         check_cell(save / cell)
@@ -158,37 +214,66 @@ def test_mixed_precision_keeps_a_float32_output(tiny_dir, tmp_path):
 def test_jit_compiles_with_xla(tiny_dir, tmp_path):
     save = tmp_path / "run"
     # TensorFlow says so in an INFO line once XLA has compiled a step.
-    res = run("--data_dir", tiny_dir, *TINY, "--cells", "S001", "--save_dir", save, "--jit",
-              env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    res = run(
+        "--data_dir",
+        tiny_dir,
+        *TINY,
+        "--cells",
+        "S001",
+        "--save_dir",
+        save,
+        "--jit",
+        env={"TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
     assert "Compiled cluster using XLA" in res.stderr
     assert "XLA on" in res.stdout
     assert json.loads((save / "args.json").read_text())["jit"] is True
     check_cell(save / "S001")
 
 
-@pytest.mark.parametrize("argv,env,fragment", [
-    (["--devices", "GPU:0"], {}, "--devices needs --distribute mirrored"),
-    (["--distribute", "mirrored", "--devices", "gpu0"], {}, "not a device name"),
-    (["--distribute", "multiworker"], {"TF_CONFIG": ""}, "needs the TF_CONFIG"),
-    (["--distribute", "multiworker"], {"TF_CONFIG": "{oops"}, "not valid JSON"),
-    (["--distribute", "multiworker"],
-     {"TF_CONFIG": '{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}'},
-     "not in its cluster"),
-    (["--jit", "--seed", "1"], {}, "cannot be combined with --seed"),
-    (["--mixed_precision", "half"], {}, "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv,env,fragment",
+    [
+        (["--devices", "GPU:0"], {}, "--devices needs --distribute mirrored"),
+        (["--distribute", "mirrored", "--devices", "gpu0"], {}, "not a device name"),
+        (["--distribute", "multiworker"], {"TF_CONFIG": ""}, "needs the TF_CONFIG"),
+        (["--distribute", "multiworker"], {"TF_CONFIG": "{oops"}, "not valid JSON"),
+        (
+            ["--distribute", "multiworker"],
+            {
+                "TF_CONFIG": '{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}'
+            },
+            "not in its cluster",
+        ),
+        (["--jit", "--seed", "1"], {}, "cannot be combined with --seed"),
+        (["--mixed_precision", "half"], {}, "invalid choice"),
+    ],
+)
 def test_bad_hardware_flags_fail_at_once(tiny_dir, tmp_path, argv, env, fragment):
-    one_line_error(run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", *argv, env=env,
-                       check=False), fragment)
+    one_line_error(
+        run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", *argv, env=env, check=False),
+        fragment,
+    )
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--devices", "GPU:7"], "TensorFlow sees no GPU:7"),
-    (["--devices", "CPU:0,CPU:1", "--jit"], "--jit with 2 replicas on one machine"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--devices", "GPU:7"], "TensorFlow sees no GPU:7"),
+        (["--devices", "CPU:0,CPU:1", "--jit"], "--jit with 2 replicas on one machine"),
+    ],
+)
 def test_impossible_devices_fail_without_leaving_a_folder(tiny_dir, tmp_path, argv, fragment):
-    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "s", "--distribute", "mirrored",
-              *argv, check=False)
+    res = run(
+        "--data_dir",
+        tiny_dir,
+        "--save_dir",
+        tmp_path / "s",
+        "--distribute",
+        "mirrored",
+        *argv,
+        check=False,
+    )
     one_line_error(res, fragment)
     assert not (tmp_path / "s").exists()

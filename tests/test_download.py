@@ -62,8 +62,11 @@ class FakeZenodo:
                 if m:
                     if m.group(1) != RECORD:
                         return self.send(404, b"{}")
-                    return self.send(200, json.dumps(server.record()).encode(),
-                                     [("Content-Type", "application/json")])
+                    return self.send(
+                        200,
+                        json.dumps(server.record()).encode(),
+                        [("Content-Type", "application/json")],
+                    )
                 m = re.fullmatch(rf"/api/records/{RECORD}/files/([^/]+)/content", self.path)
                 if not m or m.group(1) not in server.files:
                     return self.send(404, b"not found")
@@ -92,7 +95,7 @@ class FakeZenodo:
                 if times:
                     # Promise the whole body, send part of it, hang up.
                     server.drop[key] = (cut, times - 1)
-                    self.wfile.write(payload[:max(cut - start, 0)])
+                    self.wfile.write(payload[: max(cut - start, 0)])
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -108,10 +111,18 @@ class FakeZenodo:
         self.files[key] = self.listed[key] = content
 
     def record(self):
-        return {"id": int(RECORD), "files": [
-            {"key": k, "size": len(v), "checksum": "md5:" + hashlib.md5(v).hexdigest(),
-             "links": {"self": f"{self.url}/api/records/{RECORD}/files/{k}/content"}}
-            for k, v in self.listed.items()]}
+        return {
+            "id": int(RECORD),
+            "files": [
+                {
+                    "key": k,
+                    "size": len(v),
+                    "checksum": "md5:" + hashlib.md5(v).hexdigest(),
+                    "links": {"self": f"{self.url}/api/records/{RECORD}/files/{k}/content"},
+                }
+                for k, v in self.listed.items()
+            ],
+        }
 
     def file_requests(self, key=None):
         return [r for r in self.requests if "/files/" in r[0] and (key is None or key in r[0])]
@@ -135,8 +146,11 @@ def cells_src(tmp_path_factory) -> Path:
 
 
 def split_files(src: Path, cells=("S001", "S002")):
-    return {f"{c}/classification/{s}.csv": (src / c / "classification" / f"{s}.csv").read_bytes()
-            for c in cells for s in data.SPLITS}
+    return {
+        f"{c}/classification/{s}.csv": (src / c / "classification" / f"{s}.csv").read_bytes()
+        for c in cells
+        for s in data.SPLITS
+    }
 
 
 def make_zip(members: dict[str, bytes]) -> bytes:
@@ -162,13 +176,17 @@ def make_tar(members: dict[str, bytes], links: dict[str, str] = None) -> bytes:
 
 
 def run_download(server, data_dir, *extra):
-    return download.main(["--data_dir", str(data_dir), "--zenodo_url", server.url,
-                      *FAST, *extra])
+    return download.main(["--data_dir", str(data_dir), "--zenodo_url", server.url, *FAST, *extra])
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, str(ROOT / "download.py"), *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "download.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def assert_one_line_error(res, *fragments):
@@ -218,8 +236,7 @@ def test_download_verifies_unpacks_and_load_data_reads_it(zenodo, cells_src, tmp
 
 def test_cli_uses_zenodo_url_from_environment(zenodo, cells_src, tmp_path):
     zenodo.add("data.zip", make_zip(split_files(cells_src)))
-    res = run_cli("--data_dir", str(tmp_path / "d"), *FAST,
-                  env={"ZENODO_URL": zenodo.url})
+    res = run_cli("--data_dir", str(tmp_path / "d"), *FAST, env={"ZENODO_URL": zenodo.url})
     assert res.returncode == 0, res.stderr
     assert "2 cells ready" in res.stdout and "S001, S002" in res.stdout
     assert data.list_cells(tmp_path / "d") == ["S001", "S002"]
@@ -236,8 +253,9 @@ def test_list_only_prints_the_files_and_downloads_nothing(zenodo, tmp_path, caps
 # Resume, retries, verification
 
 
-def test_dropped_connection_resumes_with_a_range_request_on_the_next_run(zenodo, cells_src,
-                                                                          tmp_path):
+def test_dropped_connection_resumes_with_a_range_request_on_the_next_run(
+    zenodo, cells_src, tmp_path
+):
     blob = make_zip(split_files(cells_src))
     zenodo.add("data.zip", blob)
     half = len(blob) // 2
@@ -282,8 +300,7 @@ def test_server_that_ignores_range_restarts_from_zero(zenodo, cells_src, tmp_pat
     assert (out / download.DOWNLOAD_DIR / "data.zip").read_bytes() == blob
 
 
-def test_wrong_md5_is_removed_and_reported_then_a_good_server_succeeds(zenodo, cells_src,
-                                                                       tmp_path):
+def test_wrong_md5_is_removed_and_reported_then_a_good_server_succeeds(zenodo, cells_src, tmp_path):
     blob = make_zip(split_files(cells_src))
     zenodo.add("data.zip", blob)
     zenodo.corrupt.add("data.zip")
@@ -321,16 +338,21 @@ def test_a_206_for_another_range_is_not_appended(zenodo, cells_src, tmp_path, mo
     # The server answers "bytes=100-" with the bytes from 50 on: neither appending them nor
     # taking them for the whole file gives the right file.
     real = download._open
-    monkeypatch.setattr(download, "_open", lambda url, headers=None: real(
-        url, {"Range": "bytes=50-"} if headers else None))
+    monkeypatch.setattr(
+        download,
+        "_open",
+        lambda url, headers=None: real(url, {"Range": "bytes=50-"} if headers else None),
+    )
     assert run_download(zenodo, tmp_path / "data", "--retries", "1") == 0
     assert (folder / "data.zip").read_bytes() == blob
 
 
 def test_bad_addresses_are_one_line_errors(tmp_path):
-    for args, fragment in ((["--zenodo_url", "zenodo.org"], "expected an http(s) address"),
-                           (["--zenodo_url", "http://127.0.0.1:99999"], "expected an http(s)"),
-                           (["--record", "../x"], "expected a record id")):
+    for args, fragment in (
+        (["--zenodo_url", "zenodo.org"], "expected an http(s) address"),
+        (["--zenodo_url", "http://127.0.0.1:99999"], "expected an http(s)"),
+        (["--record", "../x"], "expected a record id"),
+    ):
         res = run_cli("--data_dir", str(tmp_path / "d"), *args, *FAST)
         assert_one_line_error(res, fragment)
     assert not (tmp_path / "d").exists()
@@ -352,8 +374,9 @@ def test_a_part_of_another_version_is_not_continued(zenodo, cells_src, tmp_path)
 
 
 def test_record_404_is_a_one_line_error(zenodo, tmp_path):
-    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
-                  "--record", "999", *FAST)
+    res = run_cli(
+        "--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url, "--record", "999", *FAST
+    )
     assert_one_line_error(res, "/api/records/999", "HTTP 404", "--record")
     assert len(res.stderr.strip().splitlines()) == 1  # a 404 is not retried
 
@@ -372,18 +395,27 @@ def test_refused_connection_is_retried_then_a_one_line_error(tmp_path):
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url",
-                  f"http://127.0.0.1:{port}", "--retries", "2", *FAST)
-    assert_one_line_error(res, f"127.0.0.1:{port}", "connection refused", "3 attempts",
-                          "run the same command again")
+    res = run_cli(
+        "--data_dir",
+        str(tmp_path / "d"),
+        "--zenodo_url",
+        f"http://127.0.0.1:{port}",
+        "--retries",
+        "2",
+        *FAST,
+    )
+    assert_one_line_error(
+        res, f"127.0.0.1:{port}", "connection refused", "3 attempts", "run the same command again"
+    )
     assert res.stderr.count("warning: ") == 2
 
 
 def test_persistent_5xx_gives_up_after_the_retries(zenodo, cells_src, tmp_path):
     zenodo.add("data.zip", make_zip(split_files(cells_src)))
     zenodo.fail["data.zip"] = [500] * 10
-    res = run_cli("--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url,
-                  "--retries", "1", *FAST)
+    res = run_cli(
+        "--data_dir", str(tmp_path / "d"), "--zenodo_url", zenodo.url, "--retries", "1", *FAST
+    )
     assert_one_line_error(res, "data.zip", "HTTP 500", "2 attempts", "again")
 
 
@@ -400,7 +432,8 @@ def test_per_cell_archives_with_cells_downloads_only_those(zenodo, cells_src, tm
     out = tmp_path / "d"
     assert run_download(zenodo, out, "--cells", "S002") == 0
     assert [p for p, _, _ in zenodo.file_requests()] == [
-        f"/api/records/{RECORD}/files/S002.tar.gz/content"]
+        f"/api/records/{RECORD}/files/S002.tar.gz/content"
+    ]
     assert data.list_cells(out) == ["S002"]
     assert (out / "S002/classification/test.csv").read_bytes() == s2["S002/classification/test.csv"]
 
@@ -421,8 +454,9 @@ def test_cells_from_one_big_archive_unpacks_only_those(zenodo, cells_src, tmp_pa
         run_download(zenodo, out, "--cells", "S777")
 
 
-def test_existing_files_are_never_overwritten_and_missing_splits_are_added(zenodo, cells_src,
-                                                                           tmp_path):
+def test_existing_files_are_never_overwritten_and_missing_splits_are_added(
+    zenodo, cells_src, tmp_path
+):
     zenodo.add("data.zip", make_zip(split_files(cells_src)))
     out = tmp_path / "d"
     mine = out / "S001" / "classification" / "train.csv"
@@ -430,8 +464,9 @@ def test_existing_files_are_never_overwritten_and_missing_splits_are_added(zenod
     mine.write_bytes(b"my own file")
     assert run_download(zenodo, out) == 0
     assert mine.read_bytes() == b"my own file"
-    assert (out / "S001/classification/valid.csv").read_bytes() == \
-        split_files(cells_src)["S001/classification/valid.csv"]
+    assert (out / "S001/classification/valid.csv").read_bytes() == split_files(cells_src)[
+        "S001/classification/valid.csv"
+    ]
 
 
 def test_incomplete_cell_is_not_unpacked(zenodo, cells_src, tmp_path, capsys):
@@ -464,13 +499,14 @@ def unsafe_archives(tmp_path: Path, cells_src: Path):
         "zip backslash ..": (make_zip({**good, "..\\outside\\evil.csv": b"x"}), "zip"),
         "tar ..": (make_tar({**good, "data/../../outside/evil.csv": b"x"}), "tar.gz"),
         "tar absolute": (make_tar({**good, str(outside): b"x"}), "tar.gz"),
-        "tar symlink": (make_tar(good, links={"S001/classification/link": str(outside)}),
-                        "tar.gz"),
+        "tar symlink": (make_tar(good, links={"S001/classification/link": str(outside)}), "tar.gz"),
     }, outside
 
 
-@pytest.mark.parametrize("attack", ["zip ..", "zip absolute", "zip backslash ..", "tar ..",
-                                    "tar absolute", "tar symlink"])
+@pytest.mark.parametrize(
+    "attack",
+    ["zip ..", "zip absolute", "zip backslash ..", "tar ..", "tar absolute", "tar symlink"],
+)
 def test_unsafe_member_refuses_the_whole_archive(tmp_path, cells_src, attack):
     archives, outside = unsafe_archives(tmp_path, cells_src)
     blob, kind = archives[attack]
@@ -498,7 +534,7 @@ def test_zip_symlink_member_is_refused(tmp_path):
     with zipfile.ZipFile(buf, "w") as zf:
         info = zipfile.ZipInfo("S001/classification/train.csv")
         info.create_system = 3
-        info.external_attr = (0o120777 << 16)  # a symbolic link
+        info.external_attr = 0o120777 << 16  # a symbolic link
         zf.writestr(info, "/etc/passwd")
     path = tmp_path / "link.zip"
     path.write_bytes(buf.getvalue())
@@ -513,8 +549,12 @@ def test_zip_symlink_member_is_refused(tmp_path):
 
 
 def test_main_names_the_download_command_when_data_is_missing(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data_dir",
-                          str(tmp_path / "nothing")], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--data_dir", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode == 2
     assert f"python download.py --data_dir {tmp_path / 'nothing'}" in res.stderr

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_resume import run
 
 import data
 import experiments
 import main
+from test_resume import run
 
 SETTINGS = ["--epochs", 1, "--finetune_epochs", 1, "--batch_size", 16, "--seed", 5]
 
@@ -18,8 +18,11 @@ def weights(path):
     import Convnet
 
     model = Convnet.load_model(str(path))
-    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers
-            if layer.get_weights()}
+    return {
+        layer.name: [w.copy() for w in layer.get_weights()]
+        for layer in model.layers
+        if layer.get_weights()
+    }
 
 
 def max_change(a, b, layer):
@@ -45,8 +48,11 @@ def test_finetune_writes_both_aucs_and_starts_from_the_mixed_model(finetune_run,
     assert "finetuned mean AUC" in res.stdout and "mixed mean AUC" in res.stdout
     pretrained = weights(save / "best_model.keras")
     keras.utils.set_random_seed(123)
-    fresh = {layer.name: layer.get_weights() for layer in Convnet.Conv1DNet().layers
-             if layer.get_weights()}
+    fresh = {
+        layer.name: layer.get_weights()
+        for layer in Convnet.Conv1DNet().layers
+        if layer.get_weights()
+    }
     for cell in table.cell:
         # The mixed model's own test of the cell, next to the fine-tuned one's.
         mixed = pd.read_csv(save / cell / "mixed" / "predictions.csv")
@@ -62,8 +68,19 @@ def test_finetune_writes_both_aucs_and_starts_from_the_mixed_model(finetune_run,
 def test_freeze_conv_from_saved_weights(finetune_run, tiny_dir, tmp_path):
     save, _ = finetune_run
     out = tmp_path / "frozen"
-    res = run("--data_dir", tiny_dir, "--save_dir", out, "--weights", save, "--freeze_conv",
-              "--finetune", "--cells", "S001", *SETTINGS)
+    res = run(
+        "--data_dir",
+        tiny_dir,
+        "--save_dir",
+        out,
+        "--weights",
+        save,
+        "--freeze_conv",
+        "--finetune",
+        "--cells",
+        "S001",
+        *SETTINGS,
+    )
     assert "Pre-training" not in res.stdout  # started from the saved mixed model
     pretrained = weights(save / "best_model.keras")
     tuned = weights(out / "S001" / "final_model.keras")

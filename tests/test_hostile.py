@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, gene_rows, write_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data
+from conftest import ROOT, assert_one_line_error, gene_rows, write_split
 
 RNG = np.random.default_rng(5)
 GENES = [gene_rows(f"{g:06d}", RNG.integers(0, 30, (100, 5)), g % 2) for g in range(1, 4)]
@@ -28,8 +28,13 @@ def with_field(rows, i, col, value):
 
 
 def run_main(*args):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def make_cell(root, name="E001", **splits):
@@ -52,8 +57,11 @@ HOSTILE = [
     # (case, train.csv content, fragments of the one-line error)
     ("truncated-mid-line", TEXT[: len(TEXT) // 2 + 7], [":151: expected 8 columns"]),
     ("random-bytes", RNG.integers(0, 256, 4000, dtype=np.uint8).tobytes(), ["train.csv:"]),
-    ("huge-number", with_field(GOOD, 41, 4, "1e300"),
-     [":42: H3K4me1 count is infinite or too large"]),
+    (
+        "huge-number",
+        with_field(GOOD, 41, 4, "1e300"),
+        [":42: H3K4me1 count is infinite or too large"],
+    ),
     ("header-row", [",".join(data.COLUMNS)] + GOOD, [":1: looks like a header row"]),
     ("duplicate-gene-ids", GOOD + GENES[0], ["duplicate gene id(s) 000001"]),
     ("label-not-binary", with_field(GOOD, 0, 7, "7"), [":1: label 7 is not 0 or 1"]),
@@ -118,14 +126,21 @@ def test_foreign_truncated_and_unsafe_models(tmp_path, tiny_dir):
 
     foreign = keras.Sequential([keras.Input((10,)), keras.layers.Dense(2)])
     foreign.save(tmp_path / "foreign.keras")
-    res = run_main("--data_dir", tiny_dir, "--weights", tmp_path / "foreign.keras",
-                   "--save_dir", tmp_path / "r1")
+    res = run_main(
+        "--data_dir",
+        tiny_dir,
+        "--weights",
+        tmp_path / "foreign.keras",
+        "--save_dir",
+        tmp_path / "r1",
+    )
     assert_one_line_error(res, "foreign.keras", "not this project's network")
 
     blob = (tmp_path / "foreign.keras").read_bytes()
     (tmp_path / "cut.keras").write_bytes(blob[: len(blob) // 2])
-    res = run_main("--data_dir", tiny_dir, "--weights", tmp_path / "cut.keras",
-                   "--save_dir", tmp_path / "r2")
+    res = run_main(
+        "--data_dir", tiny_dir, "--weights", tmp_path / "cut.keras", "--save_dir", tmp_path / "r2"
+    )
     assert_one_line_error(res, "cut.keras", "cannot load as a Keras model")
 
     # A Lambda layer carries Python code: safe mode refuses to deserialize it, so the code
@@ -137,15 +152,22 @@ def test_foreign_truncated_and_unsafe_models(tmp_path, tiny_dir):
     unsafe = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(lam(inp))))
     marker.unlink()
     unsafe.save(tmp_path / "unsafe.keras")
-    res = run_main("--data_dir", tiny_dir, "--weights", tmp_path / "unsafe.keras",
-                   "--save_dir", tmp_path / "r3")
+    res = run_main(
+        "--data_dir",
+        tiny_dir,
+        "--weights",
+        tmp_path / "unsafe.keras",
+        "--save_dir",
+        tmp_path / "r3",
+    )
     assert_one_line_error(res, "unsafe.keras", "cannot load as a Keras model")
     assert not marker.exists()
 
 
 def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
-    res = run_main("--data_dir", tiny_dir, "--mix", "--max_memory", "0.001",
-                   "--save_dir", tmp_path / "r")
+    res = run_main(
+        "--data_dir", tiny_dir, "--mix", "--max_memory", "0.001", "--save_dir", tmp_path / "r"
+    )
     assert_one_line_error(res, "the mixed experiment on 3 cells needs about", "--max_memory")
     assert not (tmp_path / "r").exists()
     need = data.mixed_bytes(tiny_dir, data.list_cells(tiny_dir))
@@ -156,8 +178,27 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
 # Property-based: whatever the bytes, the loader returns valid arrays or raises DataError.
 
 LINE_EDITS = st.sampled_from(["drop", "dup", "cut", "field", "swap", "junk"])
-FIELD_VALUES = st.sampled_from(["", "x", "-1", "nan", "inf", "1e400", "2", "0.5", " 3 ", "1,1",
-                                "000001", "\x00", "é", "1e38", "+4", "0x10", "\"7\""])
+FIELD_VALUES = st.sampled_from(
+    [
+        "",
+        "x",
+        "-1",
+        "nan",
+        "inf",
+        "1e400",
+        "2",
+        "0.5",
+        " 3 ",
+        "1,1",
+        "000001",
+        "\x00",
+        "é",
+        "1e38",
+        "+4",
+        "0x10",
+        '"7"',
+    ]
+)
 
 
 @st.composite

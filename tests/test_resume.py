@@ -11,6 +11,7 @@ import zipfile
 import matplotlib.image
 import pandas as pd
 import pytest
+
 from conftest import ROOT, assert_one_line_error
 
 SETTINGS = ["--epochs", 1, "--batch_size", 16, "--seed", 11]
@@ -72,9 +73,14 @@ def reference(six_cells, tmp_path_factory):
 def start_and_stop_after_first_cell(tiny_dir, save, sig):
     # A shell without job control starts background jobs (CI's, perhaps) with SIGINT ignored,
     # and Python keeps an ignored SIGINT ignored: give the run the default, as at a terminal.
-    proc = subprocess.Popen(main_cmd("--data_dir", tiny_dir, "--save_dir", save, *SETTINGS),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        main_cmd("--data_dir", tiny_dir, "--save_dir", save, *SETTINGS),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while not table_cells(save / "output.csv"):
         assert proc.poll() is None, proc.communicate()
@@ -85,8 +91,9 @@ def start_and_stop_after_first_cell(tiny_dir, save, sig):
     return proc.returncode, out, err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
-                         ids=["SIGKILL", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"]
+)
 def test_stop_then_resume_equals_uninterrupted(six_cells, tmp_path, reference, sig):
     save = tmp_path / "run"
     rc, out, err = start_and_stop_after_first_cell(six_cells, save, sig)
@@ -100,8 +107,13 @@ def test_stop_then_resume_equals_uninterrupted(six_cells, tmp_path, reference, s
         command = message.split("resume with: ")[1]
         argv = shlex.split(command)
         assert argv[:2] == ["python", "main.py"]
-        res = subprocess.run([sys.executable, str(ROOT / "main.py"), *argv[2:]],
-                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), *argv[2:]],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
     else:
         assert rc == -signal.SIGKILL
@@ -115,8 +127,9 @@ def test_stop_then_resume_equals_uninterrupted(six_cells, tmp_path, reference, s
 def test_resume_refusals(six_cells, tmp_path, reference):
     tiny_dir = six_cells
     res = run("--save_dir", reference, "--resume", "--epochs", 2, "--lr", 0.01, check=False)
-    assert_one_line_error(res, "settings differ", "--epochs 2 (the run has 1)",
-                          "--lr 0.01 (the run has 0.001)")
+    assert_one_line_error(
+        res, "settings differ", "--epochs 2 (the run has 1)", "--lr 0.01 (the run has 0.001)"
+    )
     res = run("--data_dir", tiny_dir, "--save_dir", reference, *SETTINGS, check=False)
     assert_one_line_error(res, "already holds an earlier run", "--resume", "--overwrite")
     res = run("--data_dir", tiny_dir, "--resume", check=False)
@@ -164,10 +177,16 @@ sys.exit(main.main({argv!r}))
 def test_full_disk_stops_cleanly_and_keeps_earlier_results(six_cells, tmp_path, reference):
     save = tmp_path / "run"
     argv = [str(a) for a in ["--data_dir", six_cells, "--save_dir", save, *SETTINGS]]
-    res = subprocess.run([sys.executable, "-c", DISK_FULL.format(root=str(ROOT), argv=argv)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert_one_line_error(res, "No space left on device", "S002", "the 1 finished cells",
-                          "resume with")
+    res = subprocess.run(
+        [sys.executable, "-c", DISK_FULL.format(root=str(ROOT), argv=argv)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert_one_line_error(
+        res, "No space left on device", "S002", "the 1 finished cells", "resume with"
+    )
     assert table_cells(save / "output.csv") == ["S001"]
     assert_files_whole(save)
     run("--save_dir", save, "--resume")

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
 import data
 import results
 import utils
+from conftest import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -30,15 +30,28 @@ def write_run(folder, cells, aucs, mix=False, variant="full", extra=None):
     """A run folder as main.py leaves it: args.json and output.csv / output-mix.csv."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "args.json").write_text(json.dumps({"mix": mix, "variant": variant, "epochs": 2}))
-    table = pd.DataFrame({"cell": cells, "auc": aucs, "accuracy": 0.7, "n_test": 50,
-                          "best_epoch": 1, **(extra or {})})
+    table = pd.DataFrame(
+        {
+            "cell": cells,
+            "auc": aucs,
+            "accuracy": 0.7,
+            "n_test": 50,
+            "best_epoch": 1,
+            **(extra or {}),
+        }
+    )
     table.to_csv(folder / ("output-mix.csv" if mix else "output.csv"), index=False)
     return folder
 
 
 def run_utils(*args):
-    return subprocess.run([sys.executable, str(ROOT / "utils.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "utils.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
 
 
 def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
@@ -57,18 +70,25 @@ def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
     assert res.returncode == 0, res.stderr
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 20_000
     summary = pd.read_csv(out.with_suffix(".csv"))
-    assert list(summary.line) == ["per-cell (full)", "mixed (full)", "DeepChrome (published)",
-                                  "AttentiveChrome (official models)"]
+    assert list(summary.line) == [
+        "per-cell (full)",
+        "mixed (full)",
+        "DeepChrome (published)",
+        "AttentiveChrome (official models)",
+    ]
 
-    for label, cells, aucs in (("per-cell (full)", cells_a, aucs_a),
-                               ("mixed (full)", cells_b, aucs_b)):
+    for label, cells, aucs in (
+        ("per-cell (full)", cells_a, aucs_a),
+        ("mixed (full)", cells_b, aucs_b),
+    ):
         row = summary.set_index("line").loc[label]
         values = [float(v) for v in aucs]
         assert row["cells"] == len(values)
         np.testing.assert_allclose(
             [row["mean"], row["median"], row["min"], row["max"]],
             [statistics.mean(values), statistics.median(values), min(values), max(values)],
-            atol=1e-6)
+            atol=1e-6,
+        )
         for method, ref in truth.items():
             beats = sum(1 for c, v in zip(cells, values) if v > ref[c])
             assert row[f"beats_{method}"] == beats, (label, method)
@@ -77,10 +97,12 @@ def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
     drawn = sorted(set(cells_a) | set(cells_b))
     row = summary.set_index("line").loc["DeepChrome (published)"]
     ref = [truth["deepchrome"][c] for c in drawn]
-    np.testing.assert_allclose([row["mean"], row["min"], row["max"]],
-                               [statistics.mean(ref), min(ref), max(ref)], atol=1e-6)
+    np.testing.assert_allclose(
+        [row["mean"], row["min"], row["max"]], [statistics.mean(ref), min(ref), max(ref)], atol=1e-6
+    )
     assert row["beats_attentivechrome"] == sum(
-        truth["deepchrome"][c] > truth["attentivechrome"][c] for c in drawn)
+        truth["deepchrome"][c] > truth["attentivechrome"][c] for c in drawn
+    )
 
     md = out.with_suffix(".md").read_text()
     beats_a = sum(1 for c, v in zip(cells_a, aucs_a) if v > truth["deepchrome"][c])
@@ -90,8 +112,11 @@ def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
 
 
 def test_compare_orders_cells_by_deepchrome_then_unknown_cells():
-    lines = [results.Line("x", ROOT, "auc", pd.Series({"S002": 0.9, "E123": 0.8, "S001": 0.7,
-                                                     "E112": 0.6}))]
+    lines = [
+        results.Line(
+            "x", ROOT, "auc", pd.Series({"S002": 0.9, "E123": 0.8, "S001": 0.7, "E112": 0.6})
+        )
+    ]
     cells, how = results.cell_order(lines, results.read_baselines())
     assert cells == ["E112", "E123", "S001", "S002"]  # E112 0.69 < E123 0.92; then by AUC
     assert "DeepChrome" in how
@@ -121,23 +146,34 @@ def test_compare_missing_and_unknown_cells(tmp_path):
     assert "none of the 3 cells is in" in res.stderr
     summary = pd.read_csv(tmp_path / "synth.csv")
     assert list(summary.line) == ["mixed (full)"] and summary.loc[0, "cells"] == 3
-    np.testing.assert_allclose(summary.loc[0, ["mean", "median", "min", "max"]].astype(float),
-                               [0.75, 0.7, 0.6, 0.95])
+    np.testing.assert_allclose(
+        summary.loc[0, ["mean", "median", "min", "max"]].astype(float), [0.75, 0.7, 0.6, 0.95]
+    )
     assert summary.loc[0, "vs_deepchrome"] == 0
     assert (tmp_path / "synth.png").read_bytes()[:8] == PNG
 
 
 def test_compare_one_line_per_auc_column_and_labels(tmp_path, capsys):
-    run = write_run(tmp_path / "ft", ["E003", "E004"], [0.7, 0.75],
-                    extra={"auc_mixed": [0.78, 0.8], "auc_finetuned": [0.79, 0.85]})
+    run = write_run(
+        tmp_path / "ft",
+        ["E003", "E004"],
+        [0.7, 0.75],
+        extra={"auc_mixed": [0.78, 0.8], "auc_finetuned": [0.79, 0.85]},
+    )
     lines = results.read_runs([run])
     assert [(line.label, line.column) for line in lines] == [
-        ("per-cell (full)", "auc"), ("per-cell (full): mixed", "auc_mixed"),
-        ("per-cell (full): finetuned", "auc_finetuned")]
+        ("per-cell (full)", "auc"),
+        ("per-cell (full): mixed", "auc_mixed"),
+        ("per-cell (full): finetuned", "auc_finetuned"),
+    ]
     assert lines[2].auc.to_dict() == {"E003": 0.79, "E004": 0.85}
     out = tmp_path / "ft.png"
-    assert utils.main(["compare", str(run), "--out", str(out), "--labels", "own", "mixed",
-                       "fine-tuned"]) == 0
+    assert (
+        utils.main(
+            ["compare", str(run), "--out", str(out), "--labels", "own", "mixed", "fine-tuned"]
+        )
+        == 0
+    )
     summary = pd.read_csv(out.with_suffix(".csv"))
     assert list(summary.line[:3]) == ["own", "mixed", "fine-tuned"]
     assert summary.loc[2, "beats_deepchrome"] == 2  # 0.79 > 0.77, 0.85 > 0.81
@@ -148,21 +184,25 @@ def test_compare_one_line_per_auc_column_and_labels(tmp_path, capsys):
 def test_compare_same_settings_told_apart_by_folder(tmp_path):
     a = write_run(tmp_path / "seed1", ["E003"], [0.8])
     b = write_run(tmp_path / "seed2", ["E003"], [0.7])
-    assert [line.label for line in results.read_runs([a, b])] == ["per-cell (full) [seed1]",
-                                                           "per-cell (full) [seed2]"]
+    assert [line.label for line in results.read_runs([a, b])] == [
+        "per-cell (full) [seed1]",
+        "per-cell (full) [seed2]",
+    ]
 
 
-@pytest.mark.parametrize("content, problem", [
-    (None, "no such file or folder"),
-    ("", "empty file"),
-    ("cell,accuracy\nE003,0.7\n", "no AUC column"),
-    ("name,auc\nE003,0.7\n", "no 'cell' column"),
-    ("cell,auc\nE003,0.7\nE004,high\n", "output.csv:3: auc 'high' is not an AUC"),
-    ("cell,auc\nE003,1.7\n", "output.csv:2: auc '1.7' is not an AUC"),
-    ("cell,auc\nE003,0.7\nE003,0.8\n", "cell E003 appears more than once"),
-])
-def test_compare_bad_input_one_line_exit_2_nothing_overwritten(tmp_path, capsys, content,
-                                                                problem):
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "no such file or folder"),
+        ("", "empty file"),
+        ("cell,accuracy\nE003,0.7\n", "no AUC column"),
+        ("name,auc\nE003,0.7\n", "no 'cell' column"),
+        ("cell,auc\nE003,0.7\nE004,high\n", "output.csv:3: auc 'high' is not an AUC"),
+        ("cell,auc\nE003,1.7\n", "output.csv:2: auc '1.7' is not an AUC"),
+        ("cell,auc\nE003,0.7\nE003,0.8\n", "cell E003 appears more than once"),
+    ],
+)
+def test_compare_bad_input_one_line_exit_2_nothing_overwritten(tmp_path, capsys, content, problem):
     run = tmp_path / "run"
     if content is not None:
         run.mkdir()
@@ -179,8 +219,7 @@ def test_compare_bad_input_one_line_exit_2_nothing_overwritten(tmp_path, capsys,
 
 def test_compare_folder_without_table(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert utils.main(["compare", str(tmp_path / "empty"), "--out",
-                       str(tmp_path / "x.png")]) == 2
+    assert utils.main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no results table here" in capsys.readouterr().err
 
 
@@ -197,10 +236,18 @@ def test_baselines_file():
 
 def write_log(folder):
     folder.mkdir(parents=True)
-    pd.DataFrame({"epoch": [0, 1], "loss": [0.7, 0.6], "accuracy": [0.5, 0.6],
-                  "auc": [0.6, 0.7], "val_loss": [0.7, 0.65], "val_accuracy": [0.5, 0.55],
-                  "val_auc": [0.55, 0.6], "learning_rate": [1e-3, 9e-4]}).to_csv(
-        folder / "log.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [0, 1],
+            "loss": [0.7, 0.6],
+            "accuracy": [0.5, 0.6],
+            "auc": [0.6, 0.7],
+            "val_loss": [0.7, 0.65],
+            "val_accuracy": [0.5, 0.55],
+            "val_auc": [0.55, 0.6],
+            "learning_rate": [1e-3, 9e-4],
+        }
+    ).to_csv(folder / "log.csv", index=False)
 
 
 def test_plot_subcommand_and_bare_paths(tmp_path, capsys):
@@ -239,15 +286,44 @@ def test_data_picture_from_generated_data(tmp_path, capsys):
     assert label[high] == 1 and label[low] == 0
     # Chosen genes, through the command line.
     out = tmp_path / "chosen.png"
-    assert utils.main(["data", "--data_dir", str(tmp_path / "d"), "--cell", "E003",
-                       "--split", "train", "--genes", f"{ids[0]},{ids[1]}", "--out",
-                       str(out)]) == 2  # test-split ids are not in the train split
+    assert (
+        utils.main(
+            [
+                "data",
+                "--data_dir",
+                str(tmp_path / "d"),
+                "--cell",
+                "E003",
+                "--split",
+                "train",
+                "--genes",
+                f"{ids[0]},{ids[1]}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )  # test-split ids are not in the train split
     assert "no gene" in capsys.readouterr().err and not out.exists()
-    assert utils.main(["data", "--data_dir", str(tmp_path / "d"), "--genes",
-                       f"{ids[0]},{ids[1]}", "--out", str(out)]) == 0
+    assert (
+        utils.main(
+            [
+                "data",
+                "--data_dir",
+                str(tmp_path / "d"),
+                "--genes",
+                f"{ids[0]},{ids[1]}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"genes {ids[0]} and {ids[1]}" in capsys.readouterr().out
-    assert utils.main(["data", "--data_dir", str(tmp_path / "d"), "--cell", "E999",
-                       "--out", str(out)]) == 2
+    assert (
+        utils.main(["data", "--data_dir", str(tmp_path / "d"), "--cell", "E999", "--out", str(out)])
+        == 2
+    )
     assert "E999" in capsys.readouterr().err
 
 
@@ -257,8 +333,21 @@ def test_model_picture_shows_each_layers_output_shape(tmp_path):
     model = Convnet.Conv1DNet()
     rows = utils.layer_rows(model)
     assert [r["shape"] for r in rows] == [
-        (505, 1), (489, 64), (163, 64), (163, 64), (151, 128), (141, 256), (35, 256),
-        (35, 256), (8960,), (35,), (35,), (16,), (8,), (2,)]
+        (505, 1),
+        (489, 64),
+        (163, 64),
+        (163, 64),
+        (151, 128),
+        (141, 256),
+        (35, 256),
+        (35, 256),
+        (8960,),
+        (35,),
+        (35,),
+        (16,),
+        (8,),
+        (2,),
+    ]
     assert rows[1]["settings"] == "64 filters, kernel 17, valid, tanh"
     assert sum(r["params"] for r in rows) == model.count_params()
     png = utils.plot_model(model, tmp_path / "model.png", style="matplotlib")
@@ -269,9 +358,24 @@ def test_model_picture_shows_each_layers_output_shape(tmp_path):
 
 def test_images_command_reruns_the_example_and_draws_all_three(tmp_path):
     """The README's one command, on a tiny example: 2 cells, 20 genes, 1 epoch."""
-    res = run_utils("images", "--rerun", "--outdir", tmp_path / "img", "--example_dir",
-                    tmp_path / "ex", "--example_cells", 2, "--example_genes", 20,
-                    "--example_epochs", 1, "--example_mix_epochs", 1, "--style", "matplotlib")
+    res = run_utils(
+        "images",
+        "--rerun",
+        "--outdir",
+        tmp_path / "img",
+        "--example_dir",
+        tmp_path / "ex",
+        "--example_cells",
+        2,
+        "--example_genes",
+        20,
+        "--example_epochs",
+        1,
+        "--example_mix_epochs",
+        1,
+        "--style",
+        "matplotlib",
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     for name in ("data.png", "model.png", "auc.png"):
         assert (tmp_path / "img" / name).read_bytes()[:8] == PNG, name
@@ -283,8 +387,9 @@ def test_images_command_reruns_the_example_and_draws_all_three(tmp_path):
     summary = pd.read_csv(tmp_path / "img" / "auc.csv").set_index("line")
     assert summary.loc["per-cell (full), generated data", "cells"] == 2
     assert summary.loc["mixed (full), generated data", "vs_deepchrome"] == 2
-    np.testing.assert_allclose(summary.loc["per-cell (full), generated data", "mean"],
-                               percell.auc.mean(), atol=1e-6)
+    np.testing.assert_allclose(
+        summary.loc["per-cell (full), generated data", "mean"], percell.auc.mean(), atol=1e-6
+    )
     # Redrawing alone (no --rerun) reads the copied tables; a second outdir stays separate.
     shutil.rmtree(tmp_path / "ex")
     res = run_utils("images", "--outdir", tmp_path / "img", "--style", "matplotlib")
