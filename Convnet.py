@@ -6,6 +6,7 @@ It reads no data files and draws nothing (data.py and utils.py do). Inputs every
 """
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -67,6 +68,43 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
     return keras.Model(inputs, outputs, name=name)
 
 
+def layer_signature(model) -> list[tuple] | None:
+    """Per layer: type, output shape (without the batch axis) and activation; None for a model
+    whose layers have no fixed output (not a functional or sequential model)."""
+    try:
+        return [
+            (
+                type(layer).__name__,
+                tuple(layer.output.shape[1:]),
+                layer.get_config().get("activation"),
+            )
+            for layer in model.layers
+        ]
+    except Exception:  # a subclassed model's layers have no symbolic output
+        return None
+
+
+@functools.cache
+def _variant_signatures() -> dict:
+    return {v: layer_signature(Conv1DNet(variant=v)) for v in VARIANTS}
+
+
+def variant_of(model) -> str | None:
+    """Which of VARIANTS `model` is, by its layers' types, output shapes and activations;
+    None when it is not this network."""
+    found = layer_signature(model)
+    return next((v for v, sig in _variant_signatures().items() if sig == found), None)
+
+
+def describe_layers(model) -> list[str]:
+    """Each layer as "Type(shape..., activation)", to say what a refused model holds."""
+    out = []
+    for kind, shape, activation in layer_signature(model) or [(type(model).__name__, (), None)]:
+        parts = [str(d) for d in shape] + ([activation] if activation else [])
+        out.append(f"{kind}({', '.join(parts)})")
+    return out
+
+
 def compile_model(model, lr=0.001, jit_compile=False, train_auc=False):
     """Adam + binary cross-entropy on the 2-way softmax's probabilities, as the paper.
 
@@ -103,12 +141,32 @@ def lr_schedule(lr, lr_decay):
     return schedule
 
 
+def diverged(logs) -> bool:
+    """Whether an epoch's training or validation loss is NaN or infinite: its weights are
+    garbage (a NaN model still scores an accuracy: argmax of NaN is class 0)."""
+    return not all(math.isfinite(float((logs or {}).get(k, 0.0))) for k in ("loss", "val_loss"))
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """End fit after the first epoch whose loss is not finite (``epoch``: that epoch, 1-based;
+    None while training is sound). Checked once per epoch: a batch-end hook would make Keras
+    fetch every batch's metrics."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if diverged(logs):
+            self.epoch = epoch + 1
+            self.model.stop_training = True
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever `monitor` strictly improves (so ties keep the first epoch).
 
     Like ModelCheckpoint(save_best_only=True), but each save is atomic (`save_model`), and an
     epoch whose value is NaN or missing never counts as best (Keras' default baseline accepts a
-    first NaN, after which nothing beats it).
+    first NaN, after which nothing beats it), nor does an epoch whose loss diverged.
     """
 
     def __init__(self, path, monitor="val_accuracy", mode="max"):
@@ -120,7 +178,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = float((logs or {}).get(self.monitor, math.nan))
-        if math.isnan(value):
+        if math.isnan(value) or diverged(logs):
             return
         if value < self.best if self.mode == "min" else value > self.best:
             self.best = value
@@ -155,13 +213,17 @@ class TrainResult:
 
     history: per-epoch logs, key -> list (one float per epoch); keys are
         accuracy, auc, learning_rate, loss, val_accuracy, val_auc, val_loss.
-    best_epoch: 1-based epoch whose weights are in best_model_path.
+    best_epoch: 1-based epoch whose weights are in best_model_path; None when training
+        diverged before any epoch could be kept (then there is no best model file).
+    diverged_epoch: the 1-based epoch whose loss was NaN or infinite, where training stopped;
+        None when it did not diverge. A diverged run saves no final model.
     """
 
     history: dict
-    best_epoch: int
+    best_epoch: int | None
     best_model_path: str
     final_model_path: str
+    diverged_epoch: int | None = None
 
 
 def train(
@@ -222,6 +284,9 @@ def train(
     os.makedirs(save_dir, exist_ok=True)
     best_path = os.path.join(save_dir, "best_model.keras")
     final_path = os.path.join(save_dir, "final_model.keras")
+    for path in (best_path, final_path):  # an earlier training's models are not this one's
+        if os.path.exists(path):
+            os.remove(path)
     mode = "min" if monitor.endswith("loss") else "max"
 
     exact_train_auc = train_auc_subsample is not None
@@ -234,6 +299,7 @@ def train(
         keras.callbacks.LearningRateScheduler(lr_schedule(lr, lr_decay)),
         EpochLog(os.path.join(save_dir, "log.csv")),
         BestCheckpoint(best_path, monitor=monitor, mode=mode),
+        guard := StopOnDivergence(),
     ]
     # TensorFlow >= 2.20 no longer installs TensorBoard; its callback would crash
     # at the first epoch, so train without it rather than lose the run.
@@ -257,9 +323,15 @@ def train(
         verbose=verbose,
     )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-    files.save_model(model, final_path)
-
-    values = np.asarray(history.get(monitor, [math.nan] * epochs), dtype=np.float64)
+    diverged_epoch = guard.epoch
+    epochs_run = len(history.get("loss", []))
+    values = np.asarray(history.get(monitor, [math.nan] * epochs_run), dtype=np.float64)
+    if diverged_epoch is not None:
+        values[diverged_epoch - 1 :] = np.nan  # never the best, nor anything after it
+        if not os.path.exists(best_path):
+            return TrainResult(history, None, best_path, final_path, diverged_epoch)
+    else:
+        files.save_model(model, final_path)
     if np.all(np.isnan(values)):
         best_epoch = len(values)
         files.save_model(model, best_path)
@@ -267,7 +339,7 @@ def train(
         # Strict improvement in the checkpoint, first index here: ties -> first.
         best = np.nanargmin(values) if mode == "min" else np.nanargmax(values)
         best_epoch = int(best) + 1
-    return TrainResult(history, best_epoch, best_path, final_path)
+    return TrainResult(history, best_epoch, best_path, final_path, diverged_epoch)
 
 
 def load_model(path):

@@ -651,29 +651,26 @@ def _place(members: _Members, data_dir: Path) -> Unpacked:
 
 
 def _lock(folder: Path):
-    """An exclusive lock on ``folder`` (POSIX), so two downloads never share a ``.part``."""
+    """An exclusive lock on ``folder``, so two downloads never share a ``.part``."""
     import contextlib
 
     @contextlib.contextmanager
     def held():
+        lock = files.FolderLock(folder)
         try:
-            import fcntl
-        except ImportError:  # Windows: no lock, the user runs one download at a time
-            yield
-            return
-        try:
-            fh = open(folder / ".lock", "w")
+            lock.acquire()
+        except files.FolderBusy as e:
+            holder = f" (process {e.pid})" if e.pid else ""
+            raise DataError(
+                f"{folder.parent}: another download into this folder is running{holder}; "
+                "wait for it to end"
+            ) from None
         except OSError as e:
             raise DataError(f"{folder}: cannot write: {e.strerror}") from None
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise DataError(
-                    f"{folder.parent}: another download into this folder is "
-                    "running; wait for it to end"
-                ) from None
+        try:
             yield
+        finally:
+            lock.release()
 
     return held()
 

@@ -104,9 +104,50 @@ def resume_command(save: Path) -> str:
     return f"python main.py --save_dir {shlex.quote(str(save))} --resume"
 
 
-def prepare_save_dir(args) -> tuple[Path, Path]:
+_LOCKS: dict[Path, files.FolderLock] = {}  # the save folder this process owns
+
+
+def own_save_dir(save: Path) -> None:
+    """Take the save folder's lock for the rest of this process: a second run into it (with or
+    without --resume or --overwrite) stops here, having touched nothing. Without locks on this
+    file system (some network file systems), warn and go on."""
+    import atexit
+
+    if save in _LOCKS:
+        return
+    lock = files.FolderLock(save)
+    try:
+        held = lock.acquire()
+    except files.FolderBusy as e:
+        by = f"process {e.pid}" if e.pid else "another process"
+        raise ExperimentError(
+            f"{save}: another run is using this folder ({by}); wait for it to end, or choose "
+            "another --save_dir"
+        ) from None
+    except OSError as e:
+        raise ExperimentError(f"{save}: cannot write in the save folder ({e.strerror})") from None
+    if not held:
+        print(
+            f"warning: {save}: this file system has no file locks, so nothing stops a second "
+            "run from writing into this folder at the same time",
+            file=sys.stderr,
+        )
+    _LOCKS[save] = lock
+    atexit.register(lock.release)
+
+
+def release_save_dirs() -> None:
+    """Let go of the save folders this process owns (main.main does, on its way out)."""
+    while _LOCKS:
+        _LOCKS.popitem()[1].release()
+
+
+def claim_save_dir(args) -> None:
+    """Before anything is loaded: own an existing save folder at once, then refuse one that
+    holds an earlier run unless --resume or --overwrite says what to do with it."""
     save = Path(args.save_dir)
-    name = table_name(args)
+    if save.is_dir():
+        own_save_dir(save)
     earlier = holds_results(save)
     if earlier and not (args.overwrite or args.resume):
         raise ExperimentError(
@@ -114,14 +155,39 @@ def prepare_save_dir(args) -> tuple[Path, Path]:
             "continue it with --resume, replace it with --overwrite, or choose "
             "another --save_dir"
         )
+
+
+def prepare_save_dir(args) -> tuple[Path, Path]:
+    """Make and own the save folder (what claim_save_dir checked still holds: the lock was
+    taken then if the folder existed); --overwrite removes the earlier run's record files.
+    Returns (folder, results table)."""
+    save = Path(args.save_dir)
+    claim_save_dir(args)
     try:
         save.mkdir(parents=True, exist_ok=True)
+        own_save_dir(save)
         if args.overwrite:
             for p in [save / "trained.json", *(save / t for t in TABLES)]:
                 p.unlink(missing_ok=True)
     except OSError as e:
         raise ExperimentError(f"{save}: cannot create the save folder ({e.strerror})") from None
-    return save, save / name
+    return save, save / table_name(args)
+
+
+def record_location(save: Path) -> None:
+    """A resumed run moved to another folder: its args.json names the folder it now lives in."""
+    path = save / "args.json"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(settings, dict):
+        return
+    recorded = settings.get("save_dir")
+    if recorded is None or Path(recorded).resolve() != save.resolve():
+        print(f"args.json: save_dir {recorded} is now {save.resolve()}", flush=True)
+        settings["save_dir"] = str(save.resolve())
+        files.write_json(path, settings)
 
 
 def worker_save_dir(args) -> tuple[Path, Path]:
@@ -172,9 +238,13 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
     }
 
 
-def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=None, lr=None):
+def train_model(
+    args, train, valid, folder: Path, seed: int, start=None, epochs=None, lr=None, what=None
+):
     """Train a fresh network (or continue `start`, a model file), draw its curves, and return
-    (best model, best epoch)."""
+    (best model, best epoch). A training that diverges (NaN or infinite loss) stops at once;
+    the best epoch before it is returned, or ExperimentError raised when there is none.
+    ``what`` names the model in messages (default: the folder's name, the cell)."""
     import keras
 
     import Convnet
@@ -208,6 +278,21 @@ def train_model(args, train, valid, folder: Path, seed: int, start=None, epochs=
             callbacks=[STOP.callback()],
         )
     plot_log(folder)
+    if fit.diverged_epoch is not None:
+        what = what or folder.name
+        loss = fit.history["loss"][fit.diverged_epoch - 1]
+        why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
+        if fit.best_epoch is None:
+            raise ExperimentError(
+                f"{what}: {why} before any epoch could be kept, so there is no model to test "
+                f"(see {folder / 'log.png'}); lower the learning rate ({(lr or args.lr):g})"
+            )
+        print(
+            f"warning: {what}: {why}; stopped there, and the best epoch before it "
+            f"({fit.best_epoch}) is the one tested",
+            file=sys.stderr,
+            flush=True,
+        )
     return Convnet.load_model(fit.best_model_path), fit.best_epoch
 
 
@@ -308,7 +393,7 @@ def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
     for name in MIX_TRAINING_FILES:  # an interrupted training's remains
         path = save / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed)
+    _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed, what="the mixed model")
     files.write_json(
         marker,
         {
@@ -366,13 +451,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
     if all(results.done(c) for c in targets):
         return
     if args.weights:
-        weights = Path(args.weights)
-        pretrained = weights if weights.is_file() else weights / "best_model.keras"
-        if not pretrained.is_file():
-            raise ExperimentError(
-                f"{weights}: no best_model.keras (a mixed run's folder, or a "
-                ".keras file, is needed to fine-tune from)"
-            )
+        (pretrained,) = weights_paths(args, cells)
         load_saved_model(pretrained)  # refuse a foreign model before any training
         marker = pretrained.parent / "trained.json"
         best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
@@ -442,22 +521,13 @@ def pretraining_cells(args, cells: list[str]) -> list[str]:
 
 def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
     """Test saved model(s) on each chosen cell's test split, without training."""
-    weights = Path(args.weights)
-
-    def model_for(cell):
-        if weights.is_file():
-            return weights
-        for candidate in (weights / "best_model.keras", weights / cell / "best_model.keras"):
-            if candidate.is_file():
-                return candidate
-        raise ExperimentError(f"{weights}: no best_model.keras for cell {cell}")
-
+    paths = dict(zip(cells, weights_paths(args, cells)))
     loaded = {}
     for i, cell in enumerate(cells, 1):
         if results.done(cell):
             continue
         STOP.check()
-        path = model_for(cell)
+        path = paths[cell]
         if path not in loaded:
             loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
         model = loaded[path]
@@ -468,9 +538,54 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
 
 
+def weights_paths(args, cells: list[str]) -> list[Path]:
+    """The saved model(s) that --weights names for these cells, in cell order: for fine-tuning,
+    the one mixed model; otherwise a .keras file for every cell, or a run folder's mixed model,
+    or each cell's own model in it."""
+    weights = Path(args.weights)
+    if args.finetune:
+        pretrained = weights if weights.is_file() else weights / "best_model.keras"
+        if not pretrained.is_file():
+            raise ExperimentError(
+                f"{weights}: no best_model.keras (a mixed run's folder, or a "
+                ".keras file, is needed to fine-tune from)"
+            )
+        return [pretrained]
+    paths = []
+    for cell in cells:
+        if weights.is_file():
+            paths.append(weights)
+            continue
+        for candidate in (weights / "best_model.keras", weights / cell / "best_model.keras"):
+            if candidate.is_file():
+                paths.append(candidate)
+                break
+        else:
+            raise ExperimentError(f"{weights}: no best_model.keras for cell {cell}")
+    return paths
+
+
+def check_weights(args, cells: list[str]) -> None:
+    """Load every model --weights names and refuse any that is not this project's network,
+    before the save folder is made."""
+    for path in dict.fromkeys(weights_paths(args, cells)):
+        load_saved_model(path)
+
+
 def load_saved_model(path: Path):
+    """A saved Conv1DNet, its layers checked against the network's variants; any other file or
+    model is refused with one line saying what was found."""
+    import zipfile
+
     import Convnet
 
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise ExperimentError(
+            f"{path}: cannot load as a Keras model: "
+            f"{'an empty file' if not size else 'not a zip archive, so truncated or damaged'} "
+            "(a .keras file is a zip archive)"
+        )
     try:
         model = Convnet.load_model(str(path))
     except Exception as e:  # Keras raises many types for a bad or foreign file
@@ -478,9 +593,12 @@ def load_saved_model(path: Path):
             f"{path}: cannot load as a Keras model "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         ) from None
-    shape = tuple(model.input_shape[1:])
-    if shape not in ((505, 1), (500, 1)) or tuple(model.output_shape[1:]) != (2,):
+    if Convnet.variant_of(model) is None:
+        found = " > ".join(Convnet.describe_layers(model))
+        if len(found) > 160:
+            found = found[:157] + "..."
         raise ExperimentError(
-            f"{path}: not this project's network (input {shape}, output {model.output_shape[1:]})"
+            f"{path}: not this project's network (Conv1DNet, any of {', '.join(data.VARIANTS)}); "
+            f"its layers: {found}"
         )
     return model

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import re
 import sys
@@ -243,14 +244,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("epochs", "batch_size", "finetune_epochs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
-    if not args.finetune_lr > 0:
-        raise UsageError(f"--finetune_lr must be positive, got {args.finetune_lr}")
+    # NaN fails every comparison below, so it is refused with the rest; above 1, Adam's steps
+    # throw a tanh network's weights far past saturation, and the loss soon turns NaN.
+    for name in ("lr", "finetune_lr"):
+        if not 0 < getattr(args, name) <= 1:
+            raise UsageError(f"--{name} must be in (0, 1], got {getattr(args, name)}")
     if not 0 < args.lr_decay <= 1:
         raise UsageError(f"--lr_decay must be in (0, 1], got {args.lr_decay}")
-    if args.max_memory is not None and args.max_memory < 0:
+    if args.max_memory is not None and not 0 <= args.max_memory < math.inf:
         raise UsageError(f"--max_memory must be positive (or 0: no check), got {args.max_memory}")
+    if args.seed is not None and not 0 <= args.seed < 2**31:
+        raise UsageError(f"--seed must be in [0, 2**31), got {args.seed}")
+    if args.cells is not None and not [c for c in args.cells.split(",") if c.strip()]:
+        raise UsageError(
+            f"--cells {args.cells!r} names no cell: give names such as E003,E005, or leave the "
+            "flag out for every cell in --data_dir"
+        )
     if args.holdout_cell:
         args.finetune = True
     if args.freeze_conv and not args.finetune:
@@ -402,24 +411,32 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted before training started; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        experiments.release_save_dirs()
 
 
 def _main(argv=None) -> int:
     try:
         args, cells = check_inputs(argv)
-        save, table = (
-            experiments.prepare_save_dir(args) if args.chief else experiments.worker_save_dir(args)
-        )
     except (UsageError, data.DataError, experiments.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import_tensorflow_quietly()
     try:
         start_tensorflow(args)
-    except distribute.DeviceError as e:
+        if args.weights:
+            experiments.check_weights(args, cells)  # before the save folder is made
+        save, table = (
+            experiments.prepare_save_dir(args) if args.chief else experiments.worker_save_dir(args)
+        )
+        table_rows = results.Results(
+            table,
+            cells,
+            resume=args.resume,
+            columns=results.FINETUNE_COLUMNS if args.finetune else results.RESULT_COLUMNS,
+        )
+    except (distribute.DeviceError, data.DataError, experiments.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
-        if args.chief and not any(save.iterdir()):
-            save.rmdir()
         return 2
     if args.chief:
         print(f"{'Resuming' if args.resume else 'Saving to'} {save}", flush=True)
@@ -429,12 +446,6 @@ def _main(argv=None) -> int:
             f"files go to {save}, deleted at exit (seed {args.seed})",
             flush=True,
         )
-    table_rows = results.Results(
-        table,
-        cells,
-        resume=args.resume,
-        columns=results.FINETUNE_COLUMNS if args.finetune else results.RESULT_COLUMNS,
-    )
     if args.resume:
         experiments.share_resume_state(args, cells, save, table_rows)
     code = run(args, cells, save, table_rows)
@@ -448,6 +459,8 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
     so bad data fails in seconds, not after hours of training, and leaves no empty save folder
     behind (the parsed arrays are cached for the run itself). Returns (args, cells)."""
     args = parse_args(argv)
+    if args.chief:
+        experiments.claim_save_dir(args)  # a folder in use stops a second run before all else
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise data.DataError(NO_DATA_HELP.format(data_dir=data_dir))
@@ -506,6 +519,8 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
     experiments.STOP.install()
     table = table_rows.path
     try:
+        if args.resume and args.chief:
+            experiments.record_location(save)
         if not args.resume:  # a resumed run keeps the args.json it was started with
             settings = {
                 k: v
@@ -534,10 +549,14 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
             raise
         done = sum(table_rows.done(c) for c in cells)
+        kept = (
+            f"the {done} finished cells in {table} are intact"
+            if done
+            else "no cell had finished, so nothing was lost"
+        )
         print(
-            f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; "
-            f"the {done} finished cells in {table} are intact; once fixed, resume with: "
-            f"{experiments.resume_command(save)}",
+            f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; {kept}; "
+            f"once fixed, resume with: {experiments.resume_command(save)}",
             file=sys.stderr,
         )
         return 2

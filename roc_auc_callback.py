@@ -100,7 +100,8 @@ class RocAucCallback(keras.callbacks.Callback):
     CSVLogger, ModelCheckpoint, TensorBoard and the progress bar (which Keras appends last)
     all see its keys. They are written every epoch so CSVLogger's columns, fixed at the first
     epoch, always include them; an AUC is NaN when undefined (one class only, non-finite
-    predictions: warned once per `fit`) or when its data is None (no warning).
+    predictions: warned once per `fit`, except after a NaN training loss, a divergence that
+    `Convnet.train` reports) or when its data is None (no warning).
 
     Args:
         training_data: (x, y) with x float32 (n, L, 1) and y one-hot (n, 2), or None
@@ -141,8 +142,11 @@ class RocAucCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._warned = False
 
-    def _check(self, auc, key, epoch):
-        if np.isnan(auc) and not self._warned:
+    def _check(self, auc, key, epoch, logs):
+        # A NaN training loss means the model diverged: its AUC is undefined for that reason
+        # alone, which Convnet.train reports (and stops at); no warning to add to it.
+        diverged = not math.isfinite(float(logs.get("loss", 0.0)))
+        if np.isnan(auc) and not self._warned and not diverged:
             self._warned = True
             warnings.warn(
                 f"{key} undefined at epoch {epoch + 1} (one class only or non-finite "
@@ -184,9 +188,11 @@ class RocAucCallback(keras.callbacks.Callback):
             return
         if self.training_data is not None:
             x, y = self.training_data
-            logs["auc"] = self._check(roc_auc(y, high_probability(self._predict(x))), "auc", epoch)
+            logs["auc"] = self._check(
+                roc_auc(y, high_probability(self._predict(x))), "auc", epoch, logs
+            )
         elif "auc" in logs:
-            logs["auc"] = self._check(float(logs["auc"]), "auc", epoch)
+            logs["auc"] = self._check(float(logs["auc"]), "auc", epoch, logs)
         else:
             logs["auc"] = math.nan
         if self.validation_data is None:
@@ -198,4 +204,4 @@ class RocAucCallback(keras.callbacks.Callback):
         else:
             pred, logs["val_loss"] = self._evaluate(x, y)
             logs["val_accuracy"] = accuracy(y, pred)
-        logs["val_auc"] = self._check(roc_auc(y, high_probability(pred)), "val_auc", epoch)
+        logs["val_auc"] = self._check(roc_auc(y, high_probability(pred)), "val_auc", epoch, logs)

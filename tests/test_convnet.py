@@ -11,6 +11,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from keras import layers  # noqa: E402
 
 import Convnet  # noqa: E402
 
@@ -237,3 +238,66 @@ def test_validation_logged_from_one_pass_matches_evaluate(trained):
     assert scores["accuracy"] == pytest.approx(log["val_accuracy"].iloc[-1], abs=1e-6)
     # The training AUC is streamed from the training batches: defined, in [0, 1].
     assert log["auc"].between(0, 1).all()
+
+
+class PoisonAt(keras.callbacks.Callback):
+    """Turn the first layer's kernel to NaN when epoch ``at`` (0-based) begins: that epoch's
+    loss is NaN, as after a divergence."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            kernel = self.model.get_layer("conv1").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, dtype=np.float32))
+
+
+def test_diverged_training_stops_and_keeps_the_best_epoch_before_it(tmp_path):
+    rng = np.random.default_rng(4)
+    train, valid = random_split(rng, 48), random_split(rng, 24)
+    keras.utils.set_random_seed(4)
+    result = Convnet.train(
+        Convnet.Conv1DNet(), train, valid, tmp_path, epochs=4, batch_size=16, verbose=0,
+        callbacks=[PoisonAt(1)],
+    )  # fmt: skip
+    assert result.diverged_epoch == 2 and result.best_epoch == 1
+    assert len(result.history["loss"]) == 2  # stopped at the diverged epoch
+    assert np.isnan(result.history["loss"][1])
+    best = Convnet.load_model(result.best_model_path)
+    assert all(np.isfinite(w).all() for w in best.get_weights())
+    assert not os.path.exists(result.final_model_path)  # no NaN model is saved
+    assert len(pd.read_csv(tmp_path / "log.csv")) == 2
+
+
+def test_training_diverged_from_the_first_epoch_leaves_no_model(tmp_path):
+    rng = np.random.default_rng(5)
+    train, valid = random_split(rng, 32), random_split(rng, 16)
+    result = Convnet.train(
+        Convnet.Conv1DNet(), train, valid, tmp_path, epochs=3, batch_size=16, verbose=0,
+        callbacks=[PoisonAt(0)],
+    )  # fmt: skip
+    assert result.diverged_epoch == 1 and result.best_epoch is None
+    assert not os.path.exists(result.best_model_path)
+    assert not os.path.exists(result.final_model_path)
+
+
+def test_variant_of_recognises_the_network_and_nothing_else():
+    for variant in Convnet.VARIANTS:
+        assert Convnet.variant_of(Convnet.Conv1DNet(variant=variant)) == variant
+    inp = keras.Input((505, 1))
+    flat = keras.Model(inp, layers.Dense(2, activation="softmax")(layers.Flatten()(inp)))
+    assert Convnet.variant_of(flat) is None
+    assert Convnet.describe_layers(flat) == [
+        "InputLayer(505, 1)",
+        "Flatten(505)",
+        "Dense(2, softmax)",
+    ]
+    # The same layers with another activation are another network.
+    relu = Convnet.Conv1DNet()
+    config = relu.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "Dense" and layer["config"]["activation"] == "tanh":
+            layer["config"]["activation"] = "relu"
+    assert Convnet.variant_of(keras.Model.from_config(config)) is None

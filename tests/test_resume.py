@@ -193,6 +193,34 @@ def test_full_disk_stops_cleanly_and_keeps_earlier_results(six_cells, tmp_path, 
     assert (save / "output.csv").read_bytes() == (reference / "output.csv").read_bytes()
 
 
+def test_full_disk_before_any_cell_finished_says_so(six_cells, tmp_path):
+    save = tmp_path / "run"
+    argv = [str(a) for a in ["--data_dir", six_cells, "--save_dir", save, *SETTINGS]]
+    script = DISK_FULL.replace('"S002" in str(path)', '"S001" in str(path)')
+    res = subprocess.run(
+        [sys.executable, "-c", script.format(root=str(ROOT), argv=argv)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert_one_line_error(res, "No space left on device", "no cell had finished", "resume with")
+    assert not (save / "output.csv").exists()
+
+
+def test_a_moved_run_resumes_and_records_where_it_now_lives(reference, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(reference, moved)
+    table = (moved / "output.csv").read_bytes()
+    res = run("--save_dir", moved, "--resume")
+    assert f"is now {moved.resolve()}" in res.stdout
+    assert json.loads((moved / "args.json").read_text())["save_dir"] == str(moved.resolve())
+    assert (moved / "output.csv").read_bytes() == table  # nothing redone
+    assert json.loads((reference / "args.json").read_text())["save_dir"] == str(reference)
+
+
 def test_a_stop_request_waits_for_a_batch_and_a_second_one_stops_at_once(capfd):
     import keras
     import numpy as np
