@@ -2,6 +2,7 @@
 accepted where the README says so; and a property-based fuzz of the loader."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,29 @@ def test_partial_cell_folder(tmp_path):
     assert_one_line_error(res, str(cls), "missing test.csv")
     # Over all cells: skipped with a warning naming it, the others are used.
     assert data.select_cells(tmp_path / "d", None) == ["E001"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_split_path_that_is_a_directory_or_fifo(tmp_path, kind):
+    make_cell(tmp_path / "d", "E001")
+    cls = make_cell(tmp_path / "d", "E002", valid=None)
+    path = cls / "valid.csv"
+    if kind == "directory":
+        path.mkdir()
+        problem = "is a directory, not a split file"
+    else:
+        os.mkfifo(path)  # opening it would wait for a writer: it must never be opened
+        problem = "is a FIFO or other special file, not a split file"
+    # Over all cells: an error naming it, not a skip (the file is there, so meant to be used).
+    res = run_main("--data_dir", tmp_path / "d", "--save_dir", tmp_path / "r", "--epochs", 1)
+    assert_one_line_error(res, f"{path}: {problem}")
+    assert not (tmp_path / "r").exists()
+    # Named: the same error; other cells named alone are not concerned.
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: {problem}")):
+        data.select_cells(tmp_path / "d", "E001,E002")
+    assert data.select_cells(tmp_path / "d", "E001") == ["E001"]
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: {problem}")):
+        data.load_split(path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
