@@ -7,8 +7,11 @@ statistics and their markdown; no figures (utils.py draws them) and no training.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,50 +123,121 @@ class Line:
     label: str
     table: Path
     column: str
-    auc: pd.Series  # float AUC indexed by cell name; cells with an undefined AUC left out
+    auc: pd.Series  # float AUC indexed by cell name, every one defined (_read_auc_table)
+
+
+# How a CSV may write a missing value (pandas' usual spellings): a gap in a baselines file (a
+# method published on some cells only) or in log.csv (an AUC undefined that epoch); never
+# accepted in a run's results table.
+GAPS = {"", "nan", "na", "n/a", "#n/a", "<na>", "null", "none"}
 
 
 def read_baselines(path: str | os.PathLike = BASELINES) -> pd.DataFrame:
-    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell."""
+    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell.
+
+    Gaps (an empty field, or nan / NA / N/A / null / none) are read as NaN: a method may be
+    published for some cells only. baselines/published_auc.csv has none, but --baselines FILE
+    may; a run's own table may not (see _read_auc_table).
+    """
     path = Path(path)
-    table = _read_auc_table(path, lambda c: c != "cell")
+    table = _read_auc_table(path, lambda c: c != "cell", gaps=True)
     return table.set_index("cell").astype(float)
 
 
-def _read_auc_table(path: Path, is_auc) -> pd.DataFrame:
-    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked."""
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank rows of a small CSV table, each row with its 1-based line.
+
+    Raises InputError naming the file when it is missing, a folder or special file (only
+    stat'ed: a FIFO is never opened, so this never blocks), unreadable, not UTF-8 text, not
+    CSV, or empty. Rows are not checked against the header: the callers say what they expect.
+    """
     try:
-        table = pd.read_csv(path, dtype={"cell": str})
+        mode = path.stat().st_mode
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a CSV table ({str(e).splitlines()[0][:100]})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    if "cell" not in table:
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory, not a CSV table")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: is a FIFO or other special file, not a CSV table")
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                if len(fields) > 1 or (fields and fields[0].strip()):  # not a blank line
+                    rows.append((reader.line_num, fields))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a CSV table (not UTF-8 text)") from None
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num}: not a CSV table ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if not rows:
+        raise InputError(f"{path}: empty file")
+    return rows[0][1], rows[1:]
+
+
+def _read_auc_table(path: Path, is_auc, gaps: bool = False) -> pd.DataFrame:
+    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked: a ``cell``
+    column of float AUC columns, one row per cell. Raises InputError naming the file and line.
+
+    Every AUC must be a number between 0 and 1. A run's table (``gaps`` False) may have no
+    empty or NaN AUC: dropping the cell would hide it from the line's counts and mean, and a
+    cell whose AUC main.py could not compute (written as an empty field) is a result to look
+    at, not to average over. A baselines file (``gaps``) may leave cells out (NaN).
+    """
+    header, rows = read_csv_rows(path)
+    if "cell" not in header:
         raise InputError(
             f"{path}: no 'cell' column (expected a header like cell,auc,accuracy,n_test,best_epoch)"
         )
-    columns = [c for c in table.columns if is_auc(c)]
+    columns = [c for c in header if is_auc(c)]
     if not columns:
         raise InputError(f"{path}: no AUC column (a column named auc or auc_...)")
-    if table["cell"].isna().any():
-        line = int(np.flatnonzero(table["cell"].isna())[0]) + 2  # + header, 1-based
-        raise InputError(f"{path}:{line}: empty cell name")
-    duplicated = table["cell"][table["cell"].duplicated()]
-    if len(duplicated):
-        raise InputError(f"{path}: cell {duplicated.iloc[0]} appears more than once")
+    repeated = [c for i, c in enumerate(header) if c in header[:i]]
+    if repeated:
+        raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once")
+    if not rows:
+        raise InputError(f"{path}: no rows, only a header")
+    seen = {}
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where "
+                f"the header has {len(header)}"
+            )
+        cell = fields[header.index("cell")]
+        if not cell:
+            raise InputError(f"{path}:{line}: empty cell name")
+        if cell in seen:
+            raise InputError(
+                f"{path}:{line}: cell {cell} appears more than once (line {seen[cell]})"
+            )
+        seen[cell] = line
+    table = pd.DataFrame([fields for _, fields in rows], columns=header, dtype=str)
     for column in columns:
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = (values.isna() & table[column].notna()) | (values < 0) | (values > 1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raw = table[column].iloc[row]
-            text = raw if isinstance(raw, str) else f"{raw:g}"
-            raise InputError(f"{path}:{row + 2}: {column} {text!r} is not an AUC between 0 and 1")
-        table[column] = values
+        values = []
+        for (line, _), cell, text in zip(rows, table["cell"], table[column]):
+            if gaps and text.strip().lower() in GAPS:
+                values.append(math.nan)
+                continue
+            if not text.strip():
+                raise InputError(
+                    f"{path}:{line}: cell {cell}: {column} is empty: its AUC is undefined "
+                    "(main.py leaves it empty when the test split holds one class only or "
+                    "the model's outputs are not finite); remove that row to compare the "
+                    "other cells"
+                )
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not 0 <= value <= 1:  # NaN too
+                raise InputError(f"{path}:{line}: {column} {text!r} is not an AUC between 0 and 1")
+            values.append(value)
+        table[column] = np.array(values, dtype=float)
     return table[["cell", *columns]]
 
 
@@ -216,7 +290,7 @@ def read_runs(paths: list, labels: list[str] | None = None) -> list[Line]:
             name = run_label(table_path)
             columns = list(table.columns[1:])
             for column in columns:
-                auc = table.set_index("cell")[column].dropna()
+                auc = table.set_index("cell")[column]
                 suffix = column[3:].lstrip("_- ")
                 label = f"{name}: {suffix}" if len(columns) > 1 and suffix else name
                 lines.append(Line(label, table_path, column, auc))
@@ -247,7 +321,9 @@ def cell_order(lines: list[Line], baselines: pd.DataFrame | None) -> tuple[list[
     how = []
     if known:
         key = "deepchrome" if "deepchrome" in baselines else baselines.columns[0]
-        known.sort(key=lambda c: (baselines.at[c, key], c))
+        # A gap in that column (a --baselines file may have some) sorts last, not at random.
+        order = baselines[key].fillna(np.inf)
+        known.sort(key=lambda c: (order[c], c))
         how.append(f"by {BASELINE_LABELS.get(key, key).split(' (')[0]}'s published AUC")
     if unknown:
         mean = pd.concat([line.auc for line in lines], axis=1).mean(axis=1)
