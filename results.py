@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import files
-from data import VARIANT_LABELS
+from data import VARIANT_LABELS, DataError
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
@@ -82,13 +82,78 @@ def write_predictions(folder: Path, split, proba) -> None:
     )
 
 
-def read_table(path: Path) -> dict[str, dict]:
-    """The rows of a results table, by cell ({} when there is none yet)."""
+def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
+    """The rows of a run's results table, by cell ({} when there is none yet), to resume it.
+
+    Values as pandas reads them back (floats, ints; None for an empty field). Every line is
+    checked first, since a row kept here passes for a finished cell: a table that is not one
+    this project writes (another header, a line with too few or too many fields, a value that
+    is not a number in its range, a cell listed twice) raises data.DataError naming the file
+    and line, as main.py reports bad data. An empty AUC is accepted (the AUC was undefined),
+    and so is a table with only its header (no cell finished).
+    """
     if not path.exists():
         return {}
-    rows = pd.read_csv(path, dtype={"cell": str}, keep_default_na=False, na_values=[""])
-    rows = rows.astype(object).where(rows.notna(), None)
-    return {r["cell"]: r for r in rows.to_dict("records")}
+    try:
+        header, rows = read_csv_rows(path)
+    except InputError as e:
+        raise DataError(f"{e}; fix or remove the file, then resume") from None
+    redo = "fix or remove that line, then resume (a removed cell is run again)"
+    if header != list(columns):
+        raise DataError(
+            f"{path}:1: header {','.join(header)!r}, expected {','.join(columns)!r}; fix it, "
+            "then resume"
+        )
+    seen = {}
+    for line, fields in rows:
+        if len(fields) != len(columns):
+            raise DataError(
+                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where the "
+                f"header has {len(columns)}; {redo}"
+            )
+        row = dict(zip(columns, fields))
+        if not row["cell"]:
+            raise DataError(f"{path}:{line}: empty cell name; {redo}")
+        if row["cell"] in seen:
+            raise DataError(
+                f"{path}:{line}: cell {row['cell']} is also on line {seen[row['cell']]}; {redo}"
+            )
+        seen[row["cell"]] = line
+        for column, text in row.items():
+            problem = _result_field_problem(column, text)
+            if problem:
+                raise DataError(f"{path}:{line}: {column} {text!r} is not {problem}; {redo}")
+    table = pd.read_csv(path, dtype={"cell": str}, keep_default_na=False, na_values=[""])
+    table = table.astype(object).where(table.notna(), None)
+    return {r["cell"]: r for r in table.to_dict("records")}
+
+
+def _result_field_problem(column: str, text: str) -> str | None:
+    """What a results table's field should be, when it is not; None when it is fine.
+
+    AUCs may be empty (undefined: one class in the test split, or a diverged model), and so may
+    best epochs (a saved model tested without training has none); integers may be written as
+    floats ("3.000000": pandas writes a column holding empty fields as floats).
+    """
+    if column == "cell":
+        return None
+    if column.startswith(("auc", "accuracy")):
+        what, lowest, highest, integer = "a number between 0 and 1", 0, 1, False
+    elif column == "n_test":
+        what, lowest, highest, integer = "a count of genes", 1, math.inf, True
+    elif column.startswith("best_epoch"):
+        what, lowest, highest, integer = "an epoch number", 0, math.inf, True
+    else:
+        return None
+    if not text.strip() and column.startswith(("auc", "best_epoch")):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return what
+    if not lowest <= value <= highest or (integer and value != int(value)):
+        return what
+    return None
 
 
 class Results:
@@ -99,7 +164,8 @@ class Results:
 
     def __init__(self, path: Path, cells: list[str], resume: bool, columns=RESULT_COLUMNS):
         self.path, self.cells, self.columns = path, cells, columns
-        self.rows = {c: r for c, r in read_table(path).items() if c in cells} if resume else {}
+        rows = read_table(path, columns) if resume else {}
+        self.rows = {c: r for c, r in rows.items() if c in cells}
 
     def done(self, cell: str) -> bool:
         return cell in self.rows
