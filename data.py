@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,14 +113,59 @@ def classification_dir(cell_dir: str | os.PathLike) -> Path:
     return sub if sub.is_dir() else cell_dir
 
 
+_MISSING = "missing"
+
+
+def _split_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a split file, or None when it is a regular file:
+    ``_MISSING``, "is a directory, not a split file", "is a FIFO or other special file, not a
+    split file" or "cannot read: <reason>". Only stat'ed (links followed), never opened: a FIFO
+    would block the reader until something writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return _MISSING
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a split file"
+    return "is a FIFO or other special file, not a split file"
+
+
+def _cell_problems(cls: Path) -> tuple[list[str], str | None]:
+    """A classification folder's missing split files ("test.csv", ...) and the first split
+    path that exists but is no split file ("<path>: is a directory, ..."), or None."""
+    missing, wrong = [], None
+    for s in SPLITS:
+        problem = _split_file_problem(cls / f"{s}.csv")
+        if problem == _MISSING:
+            missing.append(f"{s}.csv")
+        elif problem and wrong is None:
+            wrong = f"{cls / f'{s}.csv'}: {problem}"
+    return missing, wrong
+
+
 def list_cells(data_dir: str | os.PathLike, warn: bool = True) -> list[str]:
     """Sorted names of the cell folders in ``data_dir`` that hold all three split files.
 
-    Files and folders without ``classification/`` are ignored; a folder with ``classification/``
-    but only some of the splits is skipped with a warning naming what is missing.
+    Files and folders without ``classification/`` are ignored. ``warn`` (a run over all cells):
+    a folder with ``classification/`` but only some of the splits is skipped with a warning
+    naming what is missing, and a split path that exists but is a directory, a FIFO or another
+    special file raises DataError naming it (it is there, so the cell was meant to be used; it
+    is never opened, so a FIFO cannot hang the run). Without ``warn`` both kinds of cell are
+    left out silently (``select_cells`` names the problem when such a cell is chosen).
     Raises DataError if data_dir does not exist or holds no cell.
     """
-    data_dir = Path(data_dir)
+    cells = _complete_cells(Path(data_dir), warn)
+    if not cells:
+        raise _no_cells(data_dir)
+    return cells
+
+
+def _complete_cells(data_dir: Path, warn: bool) -> list[str]:
+    """list_cells without its error for a data_dir that holds no cell."""
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data directory not found")
     cells = []
@@ -127,35 +173,47 @@ def list_cells(data_dir: str | os.PathLike, warn: bool = True) -> list[str]:
         cls = entry / "classification"
         if not cls.is_dir():
             continue
-        missing = [s for s in SPLITS if not (cls / f"{s}.csv").is_file()]
-        if not missing:
+        missing, wrong = _cell_problems(cls)
+        if wrong and warn:
+            raise DataError(wrong)
+        if not missing and not wrong:
             cells.append(entry.name)
         elif warn:
-            print(
-                f"warning: skipping {cls}: missing {', '.join(s + '.csv' for s in missing)}",
-                file=sys.stderr,
-            )
-    if not cells:
-        raise DataError(
-            f"{data_dir}: no cell folders found (expected <cell>/classification/"
-            "{train,valid,test}.csv)"
-        )
+            print(f"warning: skipping {cls}: missing {', '.join(missing)}", file=sys.stderr)
     return cells
 
 
+def _no_cells(data_dir) -> DataError:
+    return DataError(
+        f"{data_dir}: no cell folders found (expected <cell>/classification/"
+        "{train,valid,test}.csv)"
+    )
+
+
 def select_cells(data_dir: str | os.PathLike, cells: str | list[str] | None) -> list[str]:
-    """Validate a chosen subset (list or comma-separated string) against ``list_cells``."""
-    available = list_cells(data_dir, warn=cells is None)
+    """Validate a chosen subset (list or comma-separated string) against ``list_cells``.
+
+    None: every cell (``list_cells`` with its warnings and errors). A chosen cell with a split
+    file missing, or a split path that is a directory or special file, raises DataError naming
+    it; unchosen cells are not looked into.
+    """
+    data_dir = Path(data_dir)
     if cells is None:
-        return available
+        return list_cells(data_dir)
+    available = _complete_cells(data_dir, warn=False)
     if isinstance(cells, str):
         cells = [c for c in (s.strip() for s in cells.split(",")) if c]
     unknown = [c for c in cells if c not in available]
     for c in unknown:
         cls = data_dir / c / "classification"
-        missing = [f"{s}.csv" for s in SPLITS if not (cls / f"{s}.csv").is_file()]
-        if cls.is_dir() and missing:
-            raise DataError(f"{cls}: incomplete cell, missing {', '.join(missing)}")
+        if cls.is_dir():
+            missing, wrong = _cell_problems(cls)
+            if wrong:
+                raise DataError(wrong)
+            if missing:
+                raise DataError(f"{cls}: incomplete cell, missing {', '.join(missing)}")
+    if not available:
+        raise _no_cells(data_dir)
     if unknown:
         raise DataError(f"{data_dir}: cell(s) not found: {', '.join(unknown)}")
     return sorted(dict.fromkeys(cells))
@@ -264,11 +322,14 @@ def _parse_split(path: Path):
     """
     import pyarrow as pa
 
+    problem = _split_file_problem(path)
+    if problem == _MISSING:
+        raise DataError(f"{path}: split file not found")
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except OSError as e:
+    except OSError as e:  # gone since
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
     if size == 0:
         raise DataError(f"{path}: empty file")

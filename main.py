@@ -433,7 +433,7 @@ def _main(argv=None) -> int:
             table,
             cells,
             resume=args.resume,
-            columns=results.FINETUNE_COLUMNS if args.finetune else results.RESULT_COLUMNS,
+            columns=results.table_columns(args),
         )
     except (distribute.DeviceError, data.DataError, experiments.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -461,6 +461,9 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
     args = parse_args(argv)
     if args.chief:
         experiments.claim_save_dir(args)  # a folder in use stops a second run before all else
+        if args.resume:  # a damaged results table stops it before TensorFlow starts
+            save = Path(args.save_dir)
+            results.read_table(save / results.table_name(args), results.table_columns(args))
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise data.DataError(NO_DATA_HELP.format(data_dir=data_dir))

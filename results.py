@@ -7,8 +7,11 @@ statistics and their markdown; no figures (utils.py draws them) and no training.
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import files
-from data import VARIANT_LABELS
+from data import VARIANT_LABELS, DataError
 
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
@@ -62,6 +65,11 @@ def table_name(args) -> str:
     return TABLES[2] if args.finetune else TABLES[1] if args.mix else TABLES[0]
 
 
+def table_columns(args) -> list[str]:
+    """The run's results-table columns: RESULT_COLUMNS, or FINETUNE_COLUMNS when fine-tuning."""
+    return FINETUNE_COLUMNS if args.finetune else RESULT_COLUMNS
+
+
 def holds_results(save: Path) -> list[str]:
     """Names of an earlier run's record files in ``save``."""
     return [p.name for p in [save / "args.json", *(save / t for t in TABLES)] if p.exists()]
@@ -79,13 +87,78 @@ def write_predictions(folder: Path, split, proba) -> None:
     )
 
 
-def read_table(path: Path) -> dict[str, dict]:
-    """The rows of a results table, by cell ({} when there is none yet)."""
+def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
+    """The rows of a run's results table, by cell ({} when there is none yet), to resume it.
+
+    Values as pandas reads them back (floats, ints; None for an empty field). Every line is
+    checked first, since a row kept here passes for a finished cell: a table that is not one
+    this project writes (another header, a line with too few or too many fields, a value that
+    is not a number in its range, a cell listed twice) raises data.DataError naming the file
+    and line, as main.py reports bad data. An empty AUC is accepted (the AUC was undefined),
+    and so is a table with only its header (no cell finished).
+    """
     if not path.exists():
         return {}
-    rows = pd.read_csv(path, dtype={"cell": str}, keep_default_na=False, na_values=[""])
-    rows = rows.astype(object).where(rows.notna(), None)
-    return {r["cell"]: r for r in rows.to_dict("records")}
+    try:
+        header, rows = read_csv_rows(path)
+    except InputError as e:
+        raise DataError(f"{e}; fix or remove the file, then resume") from None
+    redo = "fix or remove that line, then resume (a removed cell is run again)"
+    if header != list(columns):
+        raise DataError(
+            f"{path}:1: header {','.join(header)!r}, expected {','.join(columns)!r}; fix it, "
+            "then resume"
+        )
+    seen = {}
+    for line, fields in rows:
+        if len(fields) != len(columns):
+            raise DataError(
+                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where the "
+                f"header has {len(columns)}; {redo}"
+            )
+        row = dict(zip(columns, fields))
+        if not row["cell"]:
+            raise DataError(f"{path}:{line}: empty cell name; {redo}")
+        if row["cell"] in seen:
+            raise DataError(
+                f"{path}:{line}: cell {row['cell']} is also on line {seen[row['cell']]}; {redo}"
+            )
+        seen[row["cell"]] = line
+        for column, text in row.items():
+            problem = _result_field_problem(column, text)
+            if problem:
+                raise DataError(f"{path}:{line}: {column} {text!r} is not {problem}; {redo}")
+    table = pd.read_csv(path, dtype={"cell": str}, keep_default_na=False, na_values=[""])
+    table = table.astype(object).where(table.notna(), None)
+    return {r["cell"]: r for r in table.to_dict("records")}
+
+
+def _result_field_problem(column: str, text: str) -> str | None:
+    """What a results table's field should be, when it is not; None when it is fine.
+
+    AUCs may be empty (undefined: one class in the test split, or a diverged model), and so may
+    best epochs (a saved model tested without training has none); integers may be written as
+    floats ("3.000000": pandas writes a column holding empty fields as floats).
+    """
+    if column == "cell":
+        return None
+    if column.startswith(("auc", "accuracy")):
+        what, lowest, highest, integer = "a number between 0 and 1", 0, 1, False
+    elif column == "n_test":
+        what, lowest, highest, integer = "a count of genes", 1, math.inf, True
+    elif column.startswith("best_epoch"):
+        what, lowest, highest, integer = "an epoch number", 0, math.inf, True
+    else:
+        return None
+    if not text.strip() and column.startswith(("auc", "best_epoch")):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return what
+    if not lowest <= value <= highest or (integer and value != int(value)):
+        return what
+    return None
 
 
 class Results:
@@ -96,7 +169,8 @@ class Results:
 
     def __init__(self, path: Path, cells: list[str], resume: bool, columns=RESULT_COLUMNS):
         self.path, self.cells, self.columns = path, cells, columns
-        self.rows = {c: r for c, r in read_table(path).items() if c in cells} if resume else {}
+        rows = read_table(path, columns) if resume else {}
+        self.rows = {c: r for c, r in rows.items() if c in cells}
 
     def done(self, cell: str) -> bool:
         return cell in self.rows
@@ -120,50 +194,121 @@ class Line:
     label: str
     table: Path
     column: str
-    auc: pd.Series  # float AUC indexed by cell name; cells with an undefined AUC left out
+    auc: pd.Series  # float AUC indexed by cell name, every one defined (_read_auc_table)
+
+
+# How a CSV may write a missing value (pandas' usual spellings): a gap in a baselines file (a
+# method published on some cells only) or in log.csv (an AUC undefined that epoch); never
+# accepted in a run's results table.
+GAPS = {"", "nan", "na", "n/a", "#n/a", "<na>", "null", "none"}
 
 
 def read_baselines(path: str | os.PathLike = BASELINES) -> pd.DataFrame:
-    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell."""
+    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell.
+
+    Gaps (an empty field, or nan / NA / N/A / null / none) are read as NaN: a method may be
+    published for some cells only. baselines/published_auc.csv has none, but --baselines FILE
+    may; a run's own table may not (see _read_auc_table).
+    """
     path = Path(path)
-    table = _read_auc_table(path, lambda c: c != "cell")
+    table = _read_auc_table(path, lambda c: c != "cell", gaps=True)
     return table.set_index("cell").astype(float)
 
 
-def _read_auc_table(path: Path, is_auc) -> pd.DataFrame:
-    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked."""
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank rows of a small CSV table, each row with its 1-based line.
+
+    Raises InputError naming the file when it is missing, a folder or special file (only
+    stat'ed: a FIFO is never opened, so this never blocks), unreadable, not UTF-8 text, not
+    CSV, or empty. Rows are not checked against the header: the callers say what they expect.
+    """
     try:
-        table = pd.read_csv(path, dtype={"cell": str})
+        mode = path.stat().st_mode
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a CSV table ({str(e).splitlines()[0][:100]})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    if "cell" not in table:
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory, not a CSV table")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: is a FIFO or other special file, not a CSV table")
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                if len(fields) > 1 or (fields and fields[0].strip()):  # not a blank line
+                    rows.append((reader.line_num, fields))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a CSV table (not UTF-8 text)") from None
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num}: not a CSV table ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if not rows:
+        raise InputError(f"{path}: empty file")
+    return rows[0][1], rows[1:]
+
+
+def _read_auc_table(path: Path, is_auc, gaps: bool = False) -> pd.DataFrame:
+    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked: a ``cell``
+    column of float AUC columns, one row per cell. Raises InputError naming the file and line.
+
+    Every AUC must be a number between 0 and 1. A run's table (``gaps`` False) may have no
+    empty or NaN AUC: dropping the cell would hide it from the line's counts and mean, and a
+    cell whose AUC main.py could not compute (written as an empty field) is a result to look
+    at, not to average over. A baselines file (``gaps``) may leave cells out (NaN).
+    """
+    header, rows = read_csv_rows(path)
+    if "cell" not in header:
         raise InputError(
             f"{path}: no 'cell' column (expected a header like cell,auc,accuracy,n_test,best_epoch)"
         )
-    columns = [c for c in table.columns if is_auc(c)]
+    columns = [c for c in header if is_auc(c)]
     if not columns:
         raise InputError(f"{path}: no AUC column (a column named auc or auc_...)")
-    if table["cell"].isna().any():
-        line = int(np.flatnonzero(table["cell"].isna())[0]) + 2  # + header, 1-based
-        raise InputError(f"{path}:{line}: empty cell name")
-    duplicated = table["cell"][table["cell"].duplicated()]
-    if len(duplicated):
-        raise InputError(f"{path}: cell {duplicated.iloc[0]} appears more than once")
+    repeated = [c for i, c in enumerate(header) if c in header[:i]]
+    if repeated:
+        raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once")
+    if not rows:
+        raise InputError(f"{path}: no rows, only a header")
+    seen = {}
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where "
+                f"the header has {len(header)}"
+            )
+        cell = fields[header.index("cell")]
+        if not cell:
+            raise InputError(f"{path}:{line}: empty cell name")
+        if cell in seen:
+            raise InputError(
+                f"{path}:{line}: cell {cell} appears more than once (line {seen[cell]})"
+            )
+        seen[cell] = line
+    table = pd.DataFrame([fields for _, fields in rows], columns=header, dtype=str)
     for column in columns:
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = (values.isna() & table[column].notna()) | (values < 0) | (values > 1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raw = table[column].iloc[row]
-            text = raw if isinstance(raw, str) else f"{raw:g}"
-            raise InputError(f"{path}:{row + 2}: {column} {text!r} is not an AUC between 0 and 1")
-        table[column] = values
+        values = []
+        for (line, _), cell, text in zip(rows, table["cell"], table[column]):
+            if gaps and text.strip().lower() in GAPS:
+                values.append(math.nan)
+                continue
+            if not text.strip():
+                raise InputError(
+                    f"{path}:{line}: cell {cell}: {column} is empty: its AUC is undefined "
+                    "(main.py leaves it empty when the test split holds one class only or "
+                    "the model's outputs are not finite); remove that row to compare the "
+                    "other cells"
+                )
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not 0 <= value <= 1:  # NaN too
+                raise InputError(f"{path}:{line}: {column} {text!r} is not an AUC between 0 and 1")
+            values.append(value)
+        table[column] = np.array(values, dtype=float)
     return table[["cell", *columns]]
 
 
@@ -216,7 +361,7 @@ def read_runs(paths: list, labels: list[str] | None = None) -> list[Line]:
             name = run_label(table_path)
             columns = list(table.columns[1:])
             for column in columns:
-                auc = table.set_index("cell")[column].dropna()
+                auc = table.set_index("cell")[column]
                 suffix = column[3:].lstrip("_- ")
                 label = f"{name}: {suffix}" if len(columns) > 1 and suffix else name
                 lines.append(Line(label, table_path, column, auc))
@@ -247,7 +392,9 @@ def cell_order(lines: list[Line], baselines: pd.DataFrame | None) -> tuple[list[
     how = []
     if known:
         key = "deepchrome" if "deepchrome" in baselines else baselines.columns[0]
-        known.sort(key=lambda c: (baselines.at[c, key], c))
+        # A gap in that column (a --baselines file may have some) sorts last, not at random.
+        order = baselines[key].fillna(np.inf)
+        known.sort(key=lambda c: (order[c], c))
         how.append(f"by {BASELINE_LABELS.get(key, key).split(' (')[0]}'s published AUC")
     if unknown:
         mean = pd.concat([line.auc for line in lines], axis=1).mean(axis=1)

@@ -40,11 +40,13 @@ import files  # noqa: E402
 from results import (  # noqa: E402
     BASELINE_LABELS,
     BASELINES,
+    GAPS,
     ROOT,
     InputError,
     cell_order,
     display_path,
     read_baselines,
+    read_csv_rows,
     read_runs,
     summarize,
     summary_markdown,
@@ -62,13 +64,47 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 
 def read_log(folder_or_csv: str | os.PathLike) -> pd.DataFrame:
-    """A run's per-epoch log (log.csv) with 1-based epochs."""
+    """A run's per-epoch log (log.csv) with 1-based epochs: float columns, NaN where the log
+    has nan, NA or nothing (an AUC undefined that epoch; Keras' CSVLogger writes NA).
+
+    Raises InputError naming the file (and line) when it is not such a log: empty, only a
+    header (no epoch logged), not a CSV table, no ``epoch`` column, a line with too few or too
+    many fields, or a value that is not a number.
+    """
     path = Path(folder_or_csv)
     if path.is_dir():
         path = path / "log.csv"
-    log = pd.read_csv(path)
-    if "epoch" in log:
-        log["epoch"] = log["epoch"] + 1  # Keras counts from 0
+    header, rows = read_csv_rows(path)
+    if "epoch" not in header:
+        raise InputError(
+            f"{path}: not a training log (no 'epoch' column; expected a header like "
+            "epoch,accuracy,auc,learning_rate,loss,val_accuracy,val_auc,val_loss)"
+        )
+    repeated = [c for i, c in enumerate(header) if c in header[:i]]
+    if repeated:
+        raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once")
+    if not rows:
+        raise InputError(f"{path}: no epoch logged, only a header")
+    columns = {name: [] for name in header}
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where "
+                f"the header has {len(header)}"
+            )
+        for name, text in zip(header, fields):
+            try:
+                value = float(text)
+            except ValueError:
+                value = np.nan
+            if name == "epoch":
+                if not (np.isfinite(value) and value >= 0 and value.is_integer()):
+                    raise InputError(f"{path}:{line}: epoch {text!r} is not an epoch number")
+            elif np.isnan(value) and text.strip().lower() not in GAPS:
+                raise InputError(f"{path}:{line}: {name} {text!r} is not a number")
+            columns[name].append(value)
+    log = pd.DataFrame(columns)
+    log["epoch"] = log["epoch"].astype(int) + 1  # Keras counts from 0
     return log
 
 
@@ -842,6 +878,8 @@ def _plot_command(args) -> int:
         if not logs:
             raise InputError(f"{p}: no log.csv here or in its subfolders")
         folders += logs
+    for folder in folders:
+        read_log(folder)  # every log checked before any figure is redrawn
     for folder in folders:
         print(f"redrew {plot_log(folder)}")
     if len(folders) > 1 or args.out:

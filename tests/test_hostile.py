@@ -1,7 +1,9 @@
 """Hostile input: each case ends in one line naming the file, exit status 2, no traceback, or is
 accepted where the README says so; and a property-based fuzz of the loader."""
 
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data
+import results
 from conftest import ROOT, assert_one_line_error, gene_rows, write_split
 
 RNG = np.random.default_rng(5)
@@ -86,6 +89,29 @@ def test_partial_cell_folder(tmp_path):
     assert_one_line_error(res, str(cls), "missing test.csv")
     # Over all cells: skipped with a warning naming it, the others are used.
     assert data.select_cells(tmp_path / "d", None) == ["E001"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_split_path_that_is_a_directory_or_fifo(tmp_path, kind):
+    make_cell(tmp_path / "d", "E001")
+    cls = make_cell(tmp_path / "d", "E002", valid=None)
+    path = cls / "valid.csv"
+    if kind == "directory":
+        path.mkdir()
+        problem = "is a directory, not a split file"
+    else:
+        os.mkfifo(path)  # opening it would wait for a writer: it must never be opened
+        problem = "is a FIFO or other special file, not a split file"
+    # Over all cells: an error naming it, not a skip (the file is there, so meant to be used).
+    res = run_main("--data_dir", tmp_path / "d", "--save_dir", tmp_path / "r", "--epochs", 1)
+    assert_one_line_error(res, f"{path}: {problem}")
+    assert not (tmp_path / "r").exists()
+    # Named: the same error; other cells named alone are not concerned.
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: {problem}")):
+        data.select_cells(tmp_path / "d", "E001,E002")
+    assert data.select_cells(tmp_path / "d", "E001") == ["E001"]
+    with pytest.raises(data.DataError, match=re.escape(f"{path}: {problem}")):
+        data.load_split(path)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -172,6 +198,75 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
     assert not (tmp_path / "r").exists()
     need = data.mixed_bytes(tiny_dir, data.list_cells(tiny_dir))
     assert need == 3 * 3 * 40 * (505 * 4 + 8 + 128)
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume and a results table that is not one main.py wrote
+
+ROWS = [
+    {"cell": "E001", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 3},
+    {"cell": "E002", "auc": math.nan, "accuracy": 0.5, "n_test": 50, "best_epoch": 1},
+]
+BAD_LINES = [
+    # (case, lines appended to a good table, fragment of the message)
+    ("garbage", "xx,yy\n", "output.csv:4: 2 fields where the header has 5"),
+    ("truncated", "E003,0.71\n", "output.csv:4: 2 fields where the header has 5"),
+    ("too-many-fields", "E003,0.7,0.6,50,2,9\n", "output.csv:4: 6 fields where the header has 5"),
+    ("five-garbage-fields", "a,b,c,d,e\n", "output.csv:4: auc 'b' is not a number between 0"),
+    ("nan-auc", "E003,nan,0.6,50,2\n", "output.csv:4: auc 'nan' is not a number between"),
+    ("accuracy", "E003,0.7,1.5,50,2\n", "output.csv:4: accuracy '1.5' is not a number"),
+    ("n_test", "E003,0.7,0.6,,2\n", "output.csv:4: n_test '' is not a count of genes"),
+    ("empty-cell", ",0.7,0.6,50,2\n", "output.csv:4: empty cell name"),
+    ("duplicate", "E001,0.7,0.6,50,2\n", "output.csv:4: cell E001 is also on line 2"),
+]
+
+
+@pytest.mark.parametrize("case,lines,message", BAD_LINES, ids=[b[0] for b in BAD_LINES])
+def test_resume_refuses_a_malformed_results_table(tmp_path, case, lines, message):
+    path = tmp_path / "output.csv"
+    results.write_table(path, ROWS)
+    before = path.read_text() + lines
+    path.write_text(before)
+    with pytest.raises(data.DataError) as err:
+        results.Results(path, ["E001", "E002", "E003"], resume=True)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
+    assert message in str(err.value) and "fix or remove that line" in str(err.value)
+    assert path.read_text() == before
+
+
+def test_resume_reads_back_what_main_writes(tmp_path):
+    # The table as main.py writes it, undefined AUC (empty) and missing best epoch included.
+    path = tmp_path / "output.csv"
+    rows = ROWS + [{"cell": "E003", "auc": 0.6, "accuracy": 0.6, "n_test": 9, "best_epoch": None}]
+    results.write_table(path, rows)
+    table = results.Results(path, ["E001", "E002", "E003"], resume=True)
+    assert [r["cell"] for r in table.values()] == ["E001", "E002", "E003"]
+    assert table.rows["E002"]["auc"] is None and table.rows["E003"]["best_epoch"] is None
+    (tmp_path / "header.csv").write_text(",".join(results.RESULT_COLUMNS) + "\n")
+    assert results.read_table(tmp_path / "header.csv") == {}  # no cell finished yet
+    (tmp_path / "other.csv").write_text("cell,auc\nE001,0.7\n")
+    with pytest.raises(data.DataError, match=r"other\.csv:1: header 'cell,auc', expected"):
+        results.read_table(tmp_path / "other.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(data.DataError, match=r"empty\.csv: empty file; fix or remove the file"):
+        results.read_table(tmp_path / "empty.csv")
+    os.mkfifo(tmp_path / "fifo.csv")
+    with pytest.raises(data.DataError, match=r"fifo\.csv: is a FIFO"):
+        results.read_table(tmp_path / "fifo.csv")
+
+
+def test_resume_of_a_malformed_table_ends_in_one_line(tmp_path, tiny_dir):
+    save = tmp_path / "run"
+    res = run_main(
+        "--data_dir", tiny_dir, "--cells", "S001", "--epochs", 1, "--seed", 1, "--save_dir", save
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = save / "output.csv"
+    before = table.read_text() + "xx,yy\n"
+    table.write_text(before)
+    res = run_main("--save_dir", save, "--resume")
+    assert_one_line_error(res, f"{table}:3: 2 fields where the header has 5", "fix or remove")
+    assert table.read_text() == before
 
 
 # ---------------------------------------------------------------------------------------------

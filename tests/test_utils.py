@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -199,7 +200,15 @@ def test_compare_same_settings_told_apart_by_folder(tmp_path):
         ("name,auc\nE003,0.7\n", "no 'cell' column"),
         ("cell,auc\nE003,0.7\nE004,high\n", "output.csv:3: auc 'high' is not an AUC"),
         ("cell,auc\nE003,1.7\n", "output.csv:2: auc '1.7' is not an AUC"),
-        ("cell,auc\nE003,0.7\nE003,0.8\n", "cell E003 appears more than once"),
+        ("cell,auc\nE003,0.7\nE003,0.8\n", "output.csv:3: cell E003 appears more than once"),
+        # No AUC is left out silently: NaN, empty or missing values are refused.
+        ("cell,auc\nE003,0.7\nE004,nan\n", "output.csv:3: auc 'nan' is not an AUC"),
+        ("cell,auc\nE003,0.7\nE004,NA\n", "output.csv:3: auc 'NA' is not an AUC"),
+        ("cell,auc\nE003,\nE004,0.7\n", "output.csv:2: cell E003: auc is empty"),
+        ("cell,auc,accuracy\nE003,0.7,0.6\nE004\n", "output.csv:3: 1 field where the header"),
+        ("cell,auc\nE003,0.7,5\n", "output.csv:2: 3 fields where the header has 2"),
+        ("cell,auc,accuracy,n_test,best_epoch\n", "output.csv: no rows, only a header"),
+        ("cell,auc,auc\nE003,0.7,0.7\n", "output.csv:1: column 'auc' appears more than once"),
     ],
 )
 def test_compare_bad_input_one_line_exit_2_nothing_overwritten(tmp_path, capsys, content, problem):
@@ -217,6 +226,41 @@ def test_compare_bad_input_one_line_exit_2_nothing_overwritten(tmp_path, capsys,
     assert not out.with_suffix(".csv").exists()
 
 
+def test_compare_refuses_a_cell_whose_auc_main_could_not_compute(tmp_path, capsys):
+    # main.py writes an undefined AUC (a test split of one class: roc_auc gives NaN) as an
+    # empty field; compare names the file, line and cell instead of dropping the cell.
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"cell": "E003", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 2},
+        {"cell": "E004", "auc": math.nan, "accuracy": 0.5, "n_test": 50, "best_epoch": 1},
+    ]
+    results.write_table(run / "output.csv", rows)
+    assert (run / "output.csv").read_text().splitlines()[2].startswith("E004,,")
+    assert utils.main(["compare", str(run), "--out", str(tmp_path / "auc.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"error: {run / 'output.csv'}:3: cell E004: auc is empty: its AUC is undefined" in err
+    assert not (tmp_path / "auc.png").exists()
+
+
+def test_baselines_may_have_gaps(tmp_path):
+    # A --baselines file may leave cells out (a method published on some cells only); the
+    # bundled one has none (test_baselines_file). Gaps sort last and are not compared.
+    path = tmp_path / "other.csv"
+    path.write_text("cell,deepchrome,lstm\nE003,0.9,\nE004,NA,0.8\nE005,0.7,nan\nE006,0.8,0.85\n")
+    table = results.read_baselines(path)
+    assert table.loc["E004"].isna().tolist() == [True, False]
+    assert table["lstm"].isna().sum() == 2
+    line = results.Line("x", path, "auc", pd.Series({"E003": 0.5, "E004": 0.9, "E005": 0.8}))
+    cells, _ = results.cell_order([line], table)
+    assert cells == ["E005", "E003", "E004"]  # 0.7, 0.9, then the gap
+    summary = results.summarize([line], table, cells, str(path)).set_index("line")
+    assert summary.loc["x", "vs_deepchrome"] == 2 and summary.loc["x", "beats_deepchrome"] == 1
+    assert summary.loc["x", "vs_lstm"] == 1 and summary.loc["x", "beats_lstm"] == 1
+    assert summary.loc["lstm", "cells"] == 1
+
+
 def test_compare_folder_without_table(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert utils.main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2
@@ -230,6 +274,7 @@ def test_baselines_file():
     assert table.cell.str.fullmatch(r"E\d{3}").all()
     assert round(table.deepchrome.mean(), 3) == 0.801
     assert round(table.attentivechrome.mean(), 3) == 0.812
+    assert table.notna().all().all()  # no gaps (other --baselines files may have some)
     readme = (ROOT / "baselines" / "README.md").read_text()
     assert "10.1093/bioinformatics/btw427" in readme and "1708.00339" in readme
 
@@ -262,6 +307,45 @@ def test_plot_subcommand_and_bare_paths(tmp_path, capsys):
     capsys.readouterr()
     assert utils.main([str(tmp_path)]) == 2
     assert "no log.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "log.csv: empty file"),
+        ("epoch,accuracy,auc,loss,val_accuracy,val_auc,val_loss\n", "no epoch logged"),
+        (bytes(range(256)) * 8, "log.csv: not a CSV table (not UTF-8 text)"),
+        ("hello world\nnot a log\n", "log.csv: not a training log (no 'epoch' column"),
+        ("epoch,loss\n0,0.7\n1,abc\n", "log.csv:3: loss 'abc' is not a number"),
+        ("epoch,loss\n0,0.7\n1\n", "log.csv:3: 1 field where the header has 2"),
+        ("epoch,loss\nfirst,0.7\n", "log.csv:2: epoch 'first' is not an epoch number"),
+    ],
+)
+def test_plot_refuses_a_bad_log_one_line_exit_2(tmp_path, capsys, content, problem):
+    write_log(tmp_path / "run" / "S001")
+    bad = tmp_path / "run" / "S002" / "log.csv"
+    bad.parent.mkdir()
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert utils.main(["plot", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}") and err.count("\n") == 1, err
+    assert problem in err
+    # Every log is read before any figure is drawn: the good cell's is not redrawn either.
+    assert not (tmp_path / "run" / "S001" / "log.png").exists()
+    assert not bad.with_name("log.png").exists()
+
+
+def test_plot_accepts_undefined_values_in_a_log(tmp_path, capsys):
+    # An AUC undefined at an epoch: nan (this project's log), NA (Keras' CSVLogger) or nothing.
+    folder = tmp_path / "S001"
+    folder.mkdir()
+    (folder / "log.csv").write_text("epoch,auc,loss,val_auc\n0,nan,0.7,NA\n1,0.6,0.6,\n")
+    log = utils.read_log(folder)
+    assert log["epoch"].tolist() == [1, 2]
+    assert log["auc"].isna().tolist() == [True, False]
+    assert log["val_auc"].isna().all()
+    assert utils.main(["plot", str(folder)]) == 0
+    assert (folder / "log.png").read_bytes()[:8] == PNG
 
 
 def test_typical_genes_picks_the_gene_nearest_its_class_mean():
