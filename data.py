@@ -688,6 +688,7 @@ def synthesize(
     n_genes: int = 200,
     seed: int = 0,
     names: list[str] | None = None,
+    noise: float | list[float] = 0.9,
 ) -> list[str]:
     """Write a data_dir in exactly the real format; returns the cell names.
 
@@ -700,6 +701,11 @@ def synthesize(
     H3K27me3 peak on top), TSS positions are off by several bins, and half of the genes have an
     unrelated active neighbour promoter 20-40 bins away. Counts are over-dispersed (negative
     binomial, as gamma-Poisson). ``n_genes`` is per split (train, valid, test).
+
+    ``noise`` is the standard deviation of the noise between a gene's expression and what its
+    marks see, one value for every cell or a list of one per cell: the larger, the harder the
+    cell (bench/stalls.py uses 0.6 to 1.5). The default, 0.9, writes the same bytes as before
+    the option existed.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -707,6 +713,11 @@ def synthesize(
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     names = list(names) if names else [f"S{i + 1:03d}" for i in range(n_cells)]
+    noises = [float(v) for v in noise] if np.ndim(noise) else [float(noise)] * len(names)
+    if len(noises) != len(names):
+        raise ValueError(f"noise: {len(noises)} values for {len(names)} cells")
+    if not all(np.isfinite(v) and v >= 0 for v in noises):
+        raise ValueError(f"noise: {noises} must be finite and >= 0")
     total = 3 * n_genes
     # Same genes and the same split for every cell, as in the real data.
     ids = np.char.zfill(
@@ -719,13 +730,13 @@ def synthesize(
     shifted = bins - offset[:, None]
     base_strength = np.array([-0.9, 0.9, 0.35, 1.1, 0.0])
     depth = np.array([2.0, 3.0, 3.0, 8.0, 1.5])
-    for name in names:
+    for name, cell_noise in zip(names, noises):
         z = np.sqrt(0.6) * housekeeping + np.sqrt(0.4) * rng.standard_normal(total)
         label = (z > np.median(z)).astype(np.int8)
         strength = base_strength * rng.uniform(0.5, 1.5, N_MARKS)
         cell_depth = depth * rng.uniform(0.6, 1.6, N_MARKS)
         # What the marks see is a noisy version of expression: limits the achievable AUC.
-        seen = z + rng.normal(0, 0.9, total)
+        seen = z + rng.normal(0, cell_noise, total)
         level = seen[:, None] * strength[None, :] + rng.normal(0, 0.4, (total, N_MARKS))
         mean = cell_depth * profiles * np.exp(level)[:, None, :]  # (genes, bins, marks)
         poised = (label == 0) & (rng.random(total) < 0.35)
@@ -794,13 +805,26 @@ def main(argv=None) -> int:
     p.add_argument(
         "--names", default=None, help="comma-separated cell names [Default: S001, S002, ...]"
     )
+    p.add_argument(
+        "--noise",
+        default="0.9",
+        help="standard deviation of the noise between a gene's expression and its marks: one "
+        "value, or one per cell comma-separated; larger is harder [Default: %(default)s]",
+    )
     args = parser.parse_args(argv)
     if args.cells < 1 or args.genes < 1:
         parser.error("--cells and --genes must be positive")
     names = args.names.split(",") if args.names else None
     if names and len(names) != args.cells:
         parser.error("--names must give one name per cell")
-    written = synthesize(args.out, args.cells, args.genes, args.seed, names)
+    try:
+        noise = [float(v) for v in args.noise.split(",")]
+    except ValueError:
+        parser.error(f"--noise {args.noise!r}: not a number or comma-separated numbers")
+    if len(noise) not in (1, args.cells) or not all(np.isfinite(v) and v >= 0 for v in noise):
+        parser.error("--noise must give one value, or one per cell, each finite and >= 0")
+    noise = noise if len(noise) > 1 else noise[0]
+    written = synthesize(args.out, args.cells, args.genes, args.seed, names, noise=noise)
     print(
         f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
         f"{', '.join(written)}"

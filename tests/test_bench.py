@@ -1,14 +1,18 @@
-"""bench/bench.py runs end to end (--tiny sizing) and writes its table, keeping the notes."""
+"""bench/bench.py and bench/stalls.py run end to end (--tiny sizing) and write their tables into
+RESULTS.md, keeping the notes; stalls.py's verdicts follow their definitions."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench  # noqa: E402  (imports data only: no TensorFlow at import time)
+import stalls  # noqa: E402  (bench, data and files only: no TensorFlow at import time)
 
 
 def test_bench_tiny_writes_table_and_keeps_notes(tmp_path):
@@ -51,3 +55,87 @@ def test_bench_tiny_writes_table_and_keeps_notes(tmp_path):
         ), line
     assert "| total | | 782,845 | 67,750,400 |" in text  # SPEC: ~783k parameters, ~68 M MACs
     assert not list(tmp_path.glob("bench-*"))  # generated data removed
+
+
+# ---------------------------------------------------------------------------------------------
+# bench/stalls.py
+
+
+def test_stalls_judge_follows_its_definitions():
+    nan = float("nan")
+    # Never reached 0.6: stalled (low AUC), and the tested model is at chance.
+    v = stalls.judge({"val_auc": [0.5, 0.58], "val_accuracy": [0.5, 0.56]}, 0.57, 0.505)
+    assert v["stalled"] and v["stall_reason"] == "low AUC" and v["at_chance"]
+    assert v["learned_epoch"] is None and v["best_val_auc_epoch"] == 2 and not v["collapsed"]
+    # Learned at epoch 2, fell more than 0.2 below the best so far at epoch 4, recovered.
+    v = stalls.judge(
+        {"val_auc": [0.5, 0.75, 0.8, 0.55, 0.82], "val_accuracy": [0.5, 0.7, 0.7, 0.5, 0.72]},
+        0.8,
+        0.505,
+    )
+    assert not v["stalled"] and v["collapsed"] and v["collapse_epoch"] == 4
+    assert v["learned_epoch"] == 2 and v["best_val_auc"] == 0.82 and v["final_val_auc"] == 0.82
+    # A good AUC but the majority-class accuracy in every epoch: stalled (one class).
+    v = stalls.judge({"val_auc": [0.7, 0.74], "val_accuracy": [0.51, 0.50]}, 0.7, 0.505)
+    assert v["stalled"] and v["stall_reason"] == "one class" and not v["at_chance"]
+    # A fall of exactly 0.2 or less is no collapse; an undefined AUC is skipped.
+    v = stalls.judge(
+        {"val_auc": [nan, 0.8, 0.6, 0.7], "val_accuracy": [nan, 0.7, 0.6, 0.6]}, nan, 0.5
+    )
+    assert not v["collapsed"] and not v["stalled"] and v["at_chance"] and v["learned_epoch"] == 2
+
+
+def test_stalls_refuses_flags_it_sets_and_bad_labels():
+    for argv in (["--extra", "--epochs 3"], ["--extra=--seed=1"], ["--label", "a --> b"]):
+        with pytest.raises(SystemExit):
+            stalls.parse_args(["--tiny", *argv])
+    args, _ = stalls.parse_args(["--tiny", "--extra", "--mixed_precision bfloat16"])
+    assert args.extra_flags == ["--mixed_precision", "bfloat16"]
+    assert args.label == "with --mixed_precision bfloat16 (tiny)"
+    assert stalls.noise_levels(4) == [0.6, 0.9, 1.2, 1.5]
+
+
+def test_stalls_tiny_writes_its_block_and_keeps_the_rest(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    other = (
+        "<!-- stalls.py: other begin -->\nAnother label's figures.\n<!-- stalls.py: other end -->"
+    )
+    kept = f"# bench.py's figures\n\n{bench.NOTES_MARK}\n\nA hand-written note.\n\n{other}\n"
+    out.write_text(kept)
+    label = "plain recipe (tiny)"
+    begin, end = stalls.markers(label)
+
+    def run():
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "stalls.py"), "--tiny"]
+            + ["--out", str(out), "--tmp", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return out.read_text()
+
+    text = run()
+    assert text.startswith(kept)  # bench.py's part, the note and the other label's block
+    assert text.count(begin) == 1 and text.count(end) == 1
+    block = text[text.index(begin) : text.index(end)]
+    assert f"## Stall benchmark: {label}" in block
+    assert f"Command: `python bench/stalls.py --tiny --out {out} --tmp {tmp_path}`" in block
+    assert re.search(r"Machine: .+ \d+ cores; Python .+ TensorFlow 2\.\d+.+GPU: ", block)
+    assert re.search(r"^\| S001 \| 0\.9 \| 0\.\d{3} \| 1 \| \d\.\d{3} \|", block, re.M)  # per cell
+    assert re.search(r"^\| S001 \| 0\.9 \| 0 \| \d\.\d{3} \| 1 \| \d\.\d{3} \(1\) \|", block, re.M)
+    assert "- **stalled**: the best val_auc over all epochs is below 0.6" in block
+    rows = (tmp_path / "RESULTS-stalls.csv").read_text().splitlines()
+    assert rows[0].startswith("label,cell,noise,seed,epochs,extra,test_auc,") and len(rows) == 2
+
+    # A re-run with the same label replaces its block in place; what follows it is kept.
+    out.write_text(
+        text.replace(f"## Stall benchmark: {label}", "OLD FIGURES") + "\nA later note.\n"
+    )
+    text = run()
+    assert "OLD FIGURES" not in text and text.count(begin) == 1 and text.count(end) == 1
+    assert text.startswith(kept) and text.rstrip().endswith("A later note.")
+    assert text.index(end) < text.index("A later note.")
+    assert len((tmp_path / "RESULTS-stalls.csv").read_text().splitlines()) == 2
+    assert not list(tmp_path.glob("stalls-*"))  # generated data and run folders removed

@@ -96,6 +96,21 @@ def test_synthetic_is_seeded(tmp_path):
     assert a == b and a != c
 
 
+def test_synthetic_noise_option(tmp_path):
+    # The default is the former hard-coded 0.9, to the byte; one value or one per cell.
+    def files(folder, **kw):
+        data.synthesize(tmp_path / folder, 2, 5, seed=3, **kw)
+        return [p.read_bytes() for p in sorted((tmp_path / folder).rglob("*.csv"))]
+
+    default = files("default")
+    assert files("one", noise=0.9) == default and files("each", noise=[0.9, 0.9]) == default
+    mixed = files("mixed", noise=[0.9, 1.5])
+    assert mixed[:3] == default[:3] and mixed[3:] != default[3:]  # only S002 changed
+    for bad in ([0.9], -1.0, float("nan")):
+        with pytest.raises(ValueError, match="noise"):
+            data.synthesize(tmp_path / "bad", 2, 5, seed=3, noise=bad)
+
+
 def test_synthetic_is_learnable_but_not_trivial(tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
