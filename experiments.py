@@ -451,8 +451,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
     if all(results.done(c) for c in targets):
         return
     if args.weights:
-        (pretrained,) = weights_paths(args, cells)
-        load_saved_model(pretrained)  # refuse a foreign model before any training
+        (pretrained,) = weights_paths(args, cells)  # checked by check_weights before the run
         marker = pretrained.parent / "trained.json"
         best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
     else:

@@ -111,11 +111,9 @@ def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
         )
     seen = {}
     for line, fields in rows:
-        if len(fields) != len(columns):
-            raise DataError(
-                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where the "
-                f"header has {len(columns)}; {redo}"
-            )
+        problem = field_count_problem(fields, columns)
+        if problem:
+            raise DataError(f"{path}:{line}: {problem}; {redo}")
         row = dict(zip(columns, fields))
         if not row["cell"]:
             raise DataError(f"{path}:{line}: empty cell name; {redo}")
@@ -215,6 +213,15 @@ def read_baselines(path: str | os.PathLike = BASELINES) -> pd.DataFrame:
     return table.set_index("cell").astype(float)
 
 
+def field_count_problem(fields: list[str], header: list[str]) -> str | None:
+    """ "N fields where the header has M" when a row's length is not the header's, else None."""
+    if len(fields) == len(header):
+        return None
+    return (
+        f"{len(fields)} field{'s' if len(fields) != 1 else ''} where the header has {len(header)}"
+    )
+
+
 def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the non-blank rows of a small CSV table, each row with its 1-based line.
 
@@ -274,11 +281,9 @@ def _read_auc_table(path: Path, is_auc, gaps: bool = False) -> pd.DataFrame:
         raise InputError(f"{path}: no rows, only a header")
     seen = {}
     for line, fields in rows:
-        if len(fields) != len(header):
-            raise InputError(
-                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where "
-                f"the header has {len(header)}"
-            )
+        problem = field_count_problem(fields, header)
+        if problem:
+            raise InputError(f"{path}:{line}: {problem}")
         cell = fields[header.index("cell")]
         if not cell:
             raise InputError(f"{path}:{line}: empty cell name")

@@ -45,6 +45,7 @@ from results import (  # noqa: E402
     InputError,
     cell_order,
     display_path,
+    field_count_problem,
     read_baselines,
     read_csv_rows,
     read_runs,
@@ -87,11 +88,9 @@ def read_log(folder_or_csv: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"{path}: no epoch logged, only a header")
     columns = {name: [] for name in header}
     for line, fields in rows:
-        if len(fields) != len(header):
-            raise InputError(
-                f"{path}:{line}: {len(fields)} field{'s' if len(fields) != 1 else ''} where "
-                f"the header has {len(header)}"
-            )
+        problem = field_count_problem(fields, header)
+        if problem:
+            raise InputError(f"{path}:{line}: {problem}")
         for name, text in zip(header, fields):
             try:
                 value = float(text)
