@@ -18,6 +18,7 @@ from keras import layers
 
 import data
 import files
+import restarts
 from roc_auc_callback import RocAucCallback, TrainingAuc, accuracy, high_probability, roc_auc
 
 VARIANTS = data.VARIANTS
@@ -158,6 +159,27 @@ class StopOnDivergence(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if diverged(logs):
             self.epoch = epoch + 1
+            self.model.stop_training = True
+
+
+class StopOnStall(keras.callbacks.Callback):
+    """End fit after the epoch whose validation metrics show a stalled or collapsed network
+    (restarts.failure; ``failure``: that verdict, None while training is sound). Reads the
+    logs only: a run it never stops is the same run without it, bit for bit."""
+
+    def __init__(self, majority: float, epochs: int):
+        super().__init__()
+        self.majority, self.epochs = majority, epochs
+
+    def on_train_begin(self, logs=None):
+        self.failure, self.val_auc, self.val_accuracy = None, [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.val_auc.append(float(logs.get("val_auc", math.nan)))
+        self.val_accuracy.append(float(logs.get("val_accuracy", math.nan)))
+        self.failure = restarts.failure(self.val_auc, self.val_accuracy, self.majority, self.epochs)
+        if self.failure is not None:
             self.model.stop_training = True
 
 

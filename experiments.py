@@ -7,6 +7,7 @@ network is Convnet.py's, the data data.py's, the table format results.py's, the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,9 +17,12 @@ import time
 import zlib
 from pathlib import Path
 
+import pandas as pd
+
 import data
 import distribute
 import files
+import restarts
 from results import TABLES, Results, holds_results, table_name, write_predictions
 
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
@@ -29,6 +33,8 @@ MIX_TRAINING_FILES = (
     "final_model.keras",
     "tensorboard",
     "trained.json",
+    "attempts",
+    "attempts.csv",
 )
 
 
@@ -238,19 +244,114 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
     }
 
 
+# A training's files in its model's folder; an attempt replaced by a restart keeps them in
+# <folder>/attempts/<n>/.
+TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras", "tensorboard")
+
+
+_SAID = set()
+
+
+@dataclasses.dataclass
+class Trained:
+    """What train_model returns: the model to test, its best epoch (1-based), and how many
+    attempts it took (1 without a restart)."""
+
+    model: object
+    best_epoch: int | None
+    attempts: int
+
+
 def train_model(
     args, train, valid, folder: Path, seed: int, start=None, epochs=None, lr=None, what=None
-):
-    """Train a fresh network (or continue `start`, a model file), draw its curves, and return
-    (best model, best epoch). A training that diverges (NaN or infinite loss) stops at once;
-    the best epoch before it is returned, or ExperimentError raised when there is none.
-    ``what`` names the model in messages (default: the folder's name, the cell)."""
+) -> Trained:
+    """Train a fresh network (or continue `start`, a model file) into `folder`, draw its
+    curves, and return the model to test.
+
+    With --restarts N, an attempt whose validation split shows a stalled or collapsed network
+    (restarts.failure) is stopped and trained again from a fresh seed, up to N times; each
+    replaced attempt's files move to folder/attempts/<n>/, attempts.csv lists them all, and the
+    attempt kept is the best by the validation metric (--monitor) alone: its files are the
+    ones in `folder`. A training that diverges (NaN or infinite loss) stops at once and counts
+    as failed too; ExperimentError is raised when no attempt kept a model. ``what`` names the
+    model in messages (default: the folder's name, the cell)."""
+    import Convnet
+
+    what = what or folder.name
+    planned = epochs or args.epochs
+    off = restarts.guard_applies(valid.labels) if args.restarts else "--restarts 0"
+    if args.restarts and off and off not in _SAID:
+        _SAID.add(off)  # once per run, not once per cell
+        print(f"No restarts: {off}", flush=True)
+    majority = restarts.majority_rate(valid.labels)
+    shutil.rmtree(folder / "attempts", ignore_errors=True)
+    (folder / "attempts.csv").unlink(missing_ok=True)
+    attempts = []
+    total = 1 if off else args.restarts + 1
+    for number in range(1, total + 1):
+        attempt_seed = restarts.attempt_seed(seed, number)
+        fit, failure = _train_once(
+            args, train, valid, folder, attempt_seed, start, planned, lr, None if off else majority
+        )
+        value, val_auc = restarts.best_of(fit.history, fit.best_epoch, args.monitor)
+        attempt = restarts.Attempt(
+            number,
+            attempt_seed,
+            len(fit.history.get("loss", [])),
+            fit.best_epoch,
+            value,
+            val_auc,
+            "learned",
+        )
+        if fit.diverged_epoch is not None:
+            loss = fit.history["loss"][fit.diverged_epoch - 1]
+            attempt.outcome = "diverged"
+            attempt.why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
+        elif failure is not None:
+            attempt.outcome, attempt.why = failure.kind, failure.why
+        attempts.append(attempt)
+        if not attempt.failed:
+            break
+        if number < total:
+            attempt.folder = f"attempts/{number}"
+            _move_training(folder, folder / attempt.folder)
+            print(
+                f"{what}: attempt {number} of {total} {attempt.outcome}: {attempt.why}; "
+                f"restarting from seed {restarts.attempt_seed(seed, number + 1)} (attempt "
+                f"{number + 1}); attempt {number}'s log is in {folder / attempt.folder}",
+                flush=True,
+            )
+    chosen = restarts.choose(attempts, args.monitor)
+    if chosen is not None and chosen is not attempts[-1]:
+        # An earlier attempt wins: its files take the folder, the last one's move aside.
+        last = attempts[-1]
+        last.folder = f"attempts/{last.number}"
+        _move_training(folder, folder / last.folder)
+        _move_training(folder / chosen.folder, folder)
+        shutil.rmtree(folder / chosen.folder, ignore_errors=True)
+        chosen.folder = "."
+    if len(attempts) > 1:
+        files.write_csv(
+            folder / "attempts.csv",
+            pd.DataFrame(restarts.attempt_rows(attempts, chosen), columns=restarts.ATTEMPT_COLUMNS),
+        )
+    _report(args, what, folder, attempts, chosen, lr)
+    return Trained(
+        Convnet.load_model(str(folder / "best_model.keras")), chosen.best_epoch, len(attempts)
+    )
+
+
+def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, majority):
+    """One attempt: a network seeded by `seed`, trained into `folder` (its curves drawn);
+    returns (Convnet.TrainResult, restarts.Failure or None). With `majority` (the validation
+    split's majority-class rate), training stops at the first sign of a stall or collapse."""
     import keras
 
     import Convnet
     from utils import plot_log
 
     keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
+    guard = [] if majority is None else [Convnet.StopOnStall(majority, epochs)]
     # Weights, optimizer and metrics are created under the strategy and dtype policy.
     with distribute.scope(args, args.strategy):
         if start is None:
@@ -267,7 +368,7 @@ def train_model(
             (train.x, train.y),
             (valid.x, valid.y),
             str(folder),
-            epochs=epochs or args.epochs,
+            epochs=epochs,
             batch_size=args.batch_size,
             lr=(lr or args.lr) * scale,
             lr_decay=args.lr_decay,
@@ -275,25 +376,53 @@ def train_model(
             debug=args.debug,
             seed=seed,
             jit_compile=args.jit,
-            callbacks=[STOP.callback()],
+            callbacks=[STOP.callback(), *guard],
         )
     plot_log(folder)
-    if fit.diverged_epoch is not None:
-        what = what or folder.name
-        loss = fit.history["loss"][fit.diverged_epoch - 1]
-        why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
-        if fit.best_epoch is None:
-            raise ExperimentError(
-                f"{what}: {why} before any epoch could be kept, so there is no model to test "
-                f"(see {folder / 'log.png'}); lower the learning rate ({(lr or args.lr):g})"
-            )
+    return fit, guard[0].failure if guard else None
+
+
+def _move_training(source: Path, target: Path) -> None:
+    """Move one training's files (TRAINING_FILES) from `source` to the folder `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TRAINING_FILES:
+        if (source / name).exists():
+            shutil.rmtree(target / name, ignore_errors=True)
+            os.replace(source / name, target / name)
+
+
+def _report(args, what, folder, attempts, chosen, lr) -> None:
+    """Say which attempt is tested, and warn when it is not a sound one."""
+    if chosen is None:
+        last = attempts[-1]
+        raise ExperimentError(
+            f"{what}: {last.why} before any epoch could be kept, so there is no model to test "
+            f"(see {folder / 'log.png'}); lower the learning rate ({(lr or args.lr):g})"
+        )
+    if len(attempts) > 1:
+        others = ", ".join(
+            f"attempt {a.number}: {a.best_value:.4f}" for a in attempts if a is not chosen
+        )
         print(
-            f"warning: {what}: {why}; stopped there, and the best epoch before it "
-            f"({fit.best_epoch}) is the one tested",
+            f"{what}: attempt {chosen.number} of {len(attempts)} is tested (best {args.monitor} "
+            f"{chosen.best_value:.4f} at epoch {chosen.best_epoch}; {others}); all attempts "
+            f"are listed in {folder / 'attempts.csv'}",
+            flush=True,
+        )
+    if chosen.outcome == "diverged":
+        print(
+            f"warning: {what}: {chosen.why}; stopped there, and the best epoch before it "
+            f"({chosen.best_epoch}) is the one tested",
             file=sys.stderr,
             flush=True,
         )
-    return Convnet.load_model(fit.best_model_path), fit.best_epoch
+    elif chosen.failed and len(attempts) > 1:
+        print(
+            f"warning: {what}: all {len(attempts)} attempts stalled, collapsed or diverged; the "
+            f"best by {args.monitor} (attempt {chosen.number}: {chosen.why}) is tested",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cell_seed(args, cell: str) -> int:
@@ -328,12 +457,14 @@ def unfinished_cells(args, cells: list[str], save: Path, results: Results, doing
 
 def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
     for cell, c, start in unfinished_cells(args, cells, save, results):
-        model, best_epoch = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
-        row = test_cell(model, cell, c.test, save / cell, best_epoch)
+        trained = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
+        row = test_cell(trained.model, cell, c.test, save / cell, trained.best_epoch)
+        row["attempts"] = trained.attempts
         results.add(row)  # after every cell: a stopped run keeps what finished
+        tries = f", {trained.attempts} attempts" if trained.attempts > 1 else ""
         print(
             f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
-            f"best epoch {best_epoch}, {time.time() - start:.0f}s",
+            f"best epoch {trained.best_epoch}{tries}, {time.time() - start:.0f}s",
             flush=True,
         )
         if row["auc"] < 0.6 and len(c.train.ids) >= 1000:
@@ -363,7 +494,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         f"pooled from {len(cells)} cells",
         flush=True,
     )
-    best_epoch = train_mixed(args, mix, save, cells)
+    best_epoch, attempts = train_mixed(args, mix, save, cells)
     if not args.chief:
         return  # testing involves no other worker: the chief's alone
     model = Convnet.load_model(str(save / "best_model.keras"))
@@ -372,6 +503,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
             continue
         STOP.check()
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
+        row["attempts"] = attempts
         results.add(row)
         print(
             f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
@@ -382,27 +514,30 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
 
 def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
     """Train the mixed model into save/best_model.keras unless a resumed run already did;
-    return its best epoch. save/trained.json records that training finished."""
+    return (its best epoch, the attempts it took). save/trained.json records that training
+    finished."""
     marker = save / "trained.json"
     if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
-        return None
+        return None, None
     if args.resume and marker.exists() and (save / "best_model.keras").exists():
-        best_epoch = json.loads(marker.read_text())["best_epoch"]
+        trained = json.loads(marker.read_text())
+        best_epoch = trained["best_epoch"]
         print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
-        return best_epoch
+        return best_epoch, trained.get("attempts")
     for name in MIX_TRAINING_FILES:  # an interrupted training's remains
         path = save / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    _, best_epoch = train_model(args, mix.train, mix.valid, save, args.seed, what="the mixed model")
+    trained = train_model(args, mix.train, mix.valid, save, args.seed, what="the mixed model")
     files.write_json(
         marker,
         {
-            "best_epoch": best_epoch,
+            "best_epoch": trained.best_epoch,
+            "attempts": trained.attempts,
             "cells": cells,
             "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)},
         },
     )
-    return best_epoch
+    return trained.best_epoch, trained.attempts
 
 
 def mixed_memory_check(args, cells: list[str]) -> None:
@@ -453,7 +588,8 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
     if args.weights:
         (pretrained,) = weights_paths(args, cells)  # checked by check_weights before the run
         marker = pretrained.parent / "trained.json"
-        best_mixed = json.loads(marker.read_text()).get("best_epoch") if marker.exists() else None
+        trained = json.loads(marker.read_text()) if marker.exists() else {}
+        best_mixed, attempts_mixed = trained.get("best_epoch"), trained.get("attempts")
     else:
         pool = pretraining_cells(args, cells)
         mix = data.load_data_mix(
@@ -465,7 +601,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
             f"genes pooled from {len(pool)} cells",
             flush=True,
         )
-        best_mixed = train_mixed(args, mix, save, pool)
+        best_mixed, attempts_mixed = train_mixed(args, mix, save, pool)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
         if getattr(args, "chief_trained", False):
@@ -480,7 +616,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         mixed = test_cell(
             Convnet.load_model(str(pretrained)), cell, c.test, save / cell / "mixed", best_mixed
         )
-        model, best_epoch = train_model(
+        trained = train_model(
             args,
             c.train,
             c.valid,
@@ -490,7 +626,8 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
             epochs=args.finetune_epochs,
             lr=args.finetune_lr,
         )
-        tuned = test_cell(model, cell, c.test, save / cell, best_epoch)
+        best_epoch = trained.best_epoch
+        tuned = test_cell(trained.model, cell, c.test, save / cell, best_epoch)
         results.add(
             {
                 "cell": cell,
@@ -501,6 +638,8 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
                 "n_test": tuned["n_test"],
                 "best_epoch_mixed": best_mixed,
                 "best_epoch_finetuned": best_epoch,
+                "attempts_mixed": attempts_mixed,
+                "attempts_finetuned": trained.attempts,
             }
         )
         print(

@@ -24,6 +24,7 @@ import data
 import distribute
 import experiments
 import files
+import restarts
 import results
 
 # Settings that may change between a run and its --resume: where things go and what is
@@ -132,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="val_accuracy",
         choices=["val_accuracy", "val_auc"],
         help="validation metric that picks the best epoch (the checkpoint tested)",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=restarts.DEFAULT_RESTARTS,
+        help="train a model again from a fresh seed, up to this many times, when its "
+        "validation split shows it stalled (no learning in its first "
+        f"{restarts.STALL_EPOCHS} epochs) or collapsed (val AUC fell by more than "
+        f"{restarts.COLLAPSE_DROP}); the attempt kept is the best by --monitor; 0: the "
+        "paper's recipe, never restarted (README: What differs)",
     )
     p.add_argument(
         "--seed",
@@ -244,6 +255,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("epochs", "batch_size", "finetune_epochs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.restarts < 0:
+        raise UsageError(f"--restarts must be 0 or more, got {args.restarts}")
     # NaN fails every comparison below, so it is refused with the rest; above 1, Adam's steps
     # throw a tanh network's weights far past saturation, and the loss soon turns NaN.
     for name in ("lr", "finetune_lr"):
@@ -342,6 +355,8 @@ def adopt_recorded_settings(args, argv) -> None:
         if key in given or key in RESUME_FREE or not hasattr(args, key):
             continue
         setattr(args, key, ",".join(value) if key == "cells" and value else value)
+    if "restarts" not in recorded and "restarts" not in given:
+        args.restarts = 0  # a run started before restarts existed goes on without them
 
 
 def default_run_name(args) -> str:

@@ -21,7 +21,9 @@ import pandas as pd
 import files
 from data import VARIANT_LABELS, DataError
 
-RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch"]
+# attempts: how many times the tested model was trained (restarts.py); empty where no training
+# happened (a saved model tested) or in tables written before it existed.
+RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
 FINETUNE_COLUMNS = [
     "cell",
@@ -32,7 +34,11 @@ FINETUNE_COLUMNS = [
     "n_test",
     "best_epoch_mixed",
     "best_epoch_finetuned",
+    "attempts_mixed",
+    "attempts_finetuned",
 ]
+# The columns added with restarts: a table without them (written before) is still resumed.
+LATER_COLUMNS = ("attempts", "attempts_mixed", "attempts_finetuned")
 TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv")
 
 ROOT = Path(__file__).resolve().parent
@@ -104,17 +110,19 @@ def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
     except InputError as e:
         raise DataError(f"{e}; fix or remove the file, then resume") from None
     redo = "fix or remove that line, then resume (a removed cell is run again)"
-    if header != list(columns):
+    # A table written before the attempts columns is resumed too, those fields left empty.
+    older = [c for c in columns if c not in LATER_COLUMNS]
+    if header != list(columns) and header != older:
         raise DataError(
             f"{path}:1: header {','.join(header)!r}, expected {','.join(columns)!r}; fix it, "
             "then resume"
         )
     seen = {}
     for line, fields in rows:
-        problem = field_count_problem(fields, columns)
+        problem = field_count_problem(fields, header)
         if problem:
             raise DataError(f"{path}:{line}: {problem}; {redo}")
-        row = dict(zip(columns, fields))
+        row = dict(zip(header, fields))
         if not row["cell"]:
             raise DataError(f"{path}:{line}: empty cell name; {redo}")
         if row["cell"] in seen:
@@ -146,9 +154,11 @@ def _result_field_problem(column: str, text: str) -> str | None:
         what, lowest, highest, integer = "a count of genes", 1, math.inf, True
     elif column.startswith("best_epoch"):
         what, lowest, highest, integer = "an epoch number", 0, math.inf, True
+    elif column.startswith("attempts"):
+        what, lowest, highest, integer = "a number of attempts", 1, math.inf, True
     else:
         return None
-    if not text.strip() and column.startswith(("auc", "best_epoch")):
+    if not text.strip() and column.startswith(("auc", "best_epoch", "attempts")):
         return None
     try:
         value = float(text)

@@ -6,6 +6,8 @@ into bench/RESULTS.md.
     python bench/stalls.py --quick    # 2 cells x 2 seeds x 3 epochs, 600 genes: a few minutes
     python bench/stalls.py --tiny     # 1 cell x 1 seed x 1 epoch, 60 genes: for the tests only
     python bench/stalls.py --extra "--restarts 2" --label "restarts 2"   # measure a cure
+    python bench/stalls.py --keep --extra "--restarts 0" ...   # the plain recipe, kept; then
+    python bench/stalls.py --reuse KEPT --extra "--restarts 2" # trains only what restarts change
 
 The cells are generated (data.synthesize, data seed 0) in the real on-disk format, at full
 size 6,601 / 6,601 / 6,600 genes per split, and differ in signal strength only: ``noise``, the
@@ -38,6 +40,13 @@ Per cell, over its seeds: the test AUC's mean, min, max and standard deviation (
 number of stalled, collapsed and at-chance runs, and the mean test AUC of the runs that did not
 stall.
 
+With --reuse (a folder kept by a plain-recipe benchmark of the same sizing), the restart rule
+of restarts.py is replayed on each kept run's log, epoch by epoch: where it never fires,
+main.py with restarts would train that run bit for bit as the plain recipe did (its guard only
+reads the logs), so the kept run is taken as it is ("reused"); the others are trained. --verify
+N trains N reusable runs anyway and stops unless their log.csv and predictions.csv are byte
+for byte the kept ones.
+
 The report is a Markdown block between ``<!-- stalls.py: LABEL begin -->`` and
 ``<!-- stalls.py: LABEL end -->``, placed after bench.py's NOTES_MARK (so that bench.py, which
 rewrites everything above the mark, keeps it): a re-run with the same --label replaces its own
@@ -50,6 +59,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import math
 import os
 import shlex
@@ -71,11 +81,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench  # noqa: E402  (imports data only: no TensorFlow at import time)
 import data  # noqa: E402
 import files  # noqa: E402
+import restarts  # noqa: E402  (numpy only)
 
-LEARNED = 0.6  # val_auc at or above it: the model has learned; below it: near chance
-MAJORITY_TOL = 0.01  # val_accuracy this close to the majority-class rate: one class predicted
-COLLAPSE_DROP = 0.2  # val_auc this far below its best so far: a collapse
-EPS = 1e-9
+# The thresholds are those main.py's restarts use (restarts.py): LEARNED, val_auc at or above
+# it: learned, below it: near chance; MAJORITY_TOL, val_accuracy this close to the
+# majority-class rate: one class predicted; COLLAPSE_DROP, val_auc this far below its best so
+# far: a collapse.
+from restarts import COLLAPSE_DROP, EPS, LEARNED, MAJORITY_TOL  # noqa: E402
+
 NOISE_RANGE = (0.6, 1.5)  # easiest and hardest cell: logistic regression 0.90 to 0.73 test AUC
 DATA_SEED = 0
 MAX_ITER = 5000  # logistic regression: lbfgs needs about 150 iterations at full size
@@ -99,6 +112,8 @@ CSV_COLUMNS = [
     "collapsed",
     "collapse_epoch",
     "at_chance",
+    "attempts",
+    "reused",
     "seconds",
 ]
 
@@ -138,6 +153,8 @@ class Run:
     collapse_epoch: int | None
     at_chance: bool
     seconds: float
+    attempts: int | None = None  # output.csv's attempts (None: a table from before restarts)
+    reused: bool = False  # taken from --reuse's plain run, which restarts would not change
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,13 +209,17 @@ def number(text: str | None) -> float:
     return float(text) if text not in (None, "") else math.nan
 
 
-def read_result(path: Path, cell: str) -> tuple[float, int | None]:
-    """(test AUC, best epoch) of `cell` in a results table written by main.py."""
+def read_result(path: Path, cell: str) -> tuple[float, int | None, int | None]:
+    """(test AUC, best epoch, attempts) of `cell` in a results table written by main.py."""
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             if row["cell"] == cell:
-                epoch = row.get("best_epoch", "")
-                return number(row["auc"]), int(float(epoch)) if epoch else None
+                epoch, attempts = row.get("best_epoch", ""), row.get("attempts", "")
+                return (
+                    number(row["auc"]),
+                    int(float(epoch)) if epoch else None,
+                    int(float(attempts)) if attempts else None,
+                )
     raise RuntimeError(f"{path}: no row for cell {cell}")
 
 
@@ -276,12 +297,61 @@ def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epoc
         raise RuntimeError(
             f"python {shlex.join(cmd)} ended with exit status {proc.returncode}:\n{tail}"
         )
-    test_auc, tested_epoch = read_result(save / "output.csv", cell)
+    return judged(data_dir, cell, noise, seed, save, seconds)
+
+
+def judged(data_dir: Path, cell, noise, seed, save: Path, seconds: float) -> Run:
+    """The run main.py left in `save`, judged."""
+    test_auc, tested_epoch, attempts = read_result(save / "output.csv", cell)
     log = read_log(save / cell / "log.csv")
     verdict = judge(log, test_auc, majority_rate(data_dir / cell))
     return Run(
-        cell, noise, seed, len(log["epoch"]), test_auc, tested_epoch, **verdict, seconds=seconds
+        cell,
+        noise,
+        seed,
+        len(log["epoch"]),
+        test_auc,
+        tested_epoch,
+        **verdict,
+        seconds=seconds,
+        attempts=attempts,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# --reuse: the plain runs that restarts leave as they were
+
+
+def restart_trigger(data_dir: Path, cell: str, save: Path, epochs: int) -> str | None:
+    """Why main.py with restarts would not repeat the plain run kept in `save` (a run of the
+    plain recipe: no --restarts, or --restarts 0), or None when it would, bit for bit.
+
+    The guard (restarts.failure, called after every epoch) only reads the logs and stops a
+    training the first time it fires; a run it never stops trains exactly as without it. So
+    the plain run's log says what the guard would have done: it is replayed epoch by epoch,
+    with the validation split's majority-class rate, as the callback sees it. A diverged
+    epoch (NaN or infinite loss) restarts too."""
+    recorded = json.loads((save / "args.json").read_text())
+    if recorded.get("restarts"):
+        raise RuntimeError(f"{save}: ran with --restarts {recorded['restarts']}, not plain")
+    labels = data.load_cell(data_dir / cell).valid.labels
+    if restarts.guard_applies(labels):
+        return None
+    log = read_log(save / cell / "log.csv")
+    if not all(math.isfinite(v) for v in log["loss"] + log["val_loss"]):
+        return "diverged"
+    majority = restarts.majority_rate(labels)
+    for e in range(1, len(log["epoch"]) + 1):
+        failure = restarts.failure(log["val_auc"][:e], log["val_accuracy"][:e], majority, epochs)
+        if failure is not None:
+            return f"{failure.kind} at epoch {failure.epoch}"
+    return None
+
+
+def same_files(a: Path, b: Path, cell: str) -> list[str]:
+    """The training's files that differ between two runs of one cell."""
+    names = [f"{cell}/log.csv", f"{cell}/predictions.csv"]
+    return [n for n in names if (a / n).read_bytes() != (b / n).read_bytes()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +409,7 @@ def definitions() -> list[str]:
     ]
 
 
-def report(label, command, mode, size, noises, names, baseline, runs, extra, wall, loads):
+def report(label, command, mode, size, noises, names, baseline, runs, extra, wall, loads, reuse):
     genes = " / ".join(f"{g:,}" for g in size.genes)
     extra_text = f" {shlex.join(extra)}" if extra else ""
     seeds = f"seeds 0 to {size.seeds - 1}" if size.seeds > 1 else "seed 0"
@@ -361,6 +431,7 @@ def report(label, command, mode, size, noises, names, baseline, runs, extra, wal
         "`noise`, the standard deviation of the noise between a gene's expression and what "
         "its marks see (larger is harder).",
         "",
+        *reuse_text(reuse, runs),
         "| cell | noise | logistic regression | runs | CNN test AUC mean | min | max | std | "
         "stalled | collapsed | at chance | mean, not stalled |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -382,11 +453,13 @@ def report(label, command, mode, size, noises, names, baseline, runs, extra, wal
         f"{all_runs['at_chance']} | {f3(all_runs['mean_not_stalled'])} |",
         "",
         f"{all_runs['stalled']} of {len(runs)} runs stalled, {all_runs['collapsed']} "
-        f"collapsed, {all_runs['at_chance']} tested at chance.",
+        f"collapsed, {all_runs['at_chance']} tested at chance; "
+        f"{sum((r.attempts or 1) > 1 for r in runs)} restarted (more than one attempt).",
         "",
         "| cell | noise | seed | test AUC | tested epoch | best val AUC (epoch) | "
-        "final val AUC | learned at | stalled (why) | collapsed (at) | at chance | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "final val AUC | learned at | stalled (why) | collapsed (at) | at chance | attempts | "
+        "seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         collapsed = f"**yes** ({r.collapse_epoch})" if r.collapsed else "no"
@@ -396,11 +469,30 @@ def report(label, command, mode, size, noises, names, baseline, runs, extra, wal
             f"{epoch_text(r.tested_epoch)} | {f3(r.best_val_auc)} "
             f"({epoch_text(r.best_val_auc_epoch)}) | {f3(r.final_val_auc)} | "
             f"{epoch_text(r.learned_epoch)} | {stalled} | {collapsed} | "
-            f"{yes(r.at_chance)} | {r.seconds:.0f} |"
+            f"{yes(r.at_chance)} | {'' if r.attempts is None else r.attempts} | "
+            f"{'reused' if r.reused else f'{r.seconds:.0f}'} |"
         )
     lines += ["", "Definitions (epochs counted from 1; log.csv counts from 0):", ""]
     lines += definitions()
     return lines
+
+
+def reuse_text(reuse, runs: list[Run]) -> list[str]:
+    folder, verified = reuse
+    if not folder:
+        return []
+    reused = sum(r.reused for r in runs)
+    checked = f" ({', '.join(verified)})" if verified else ""
+    return [
+        f'With `--reuse`: {reused} of the {len(runs)} runs ("reused" below) are the kept '
+        "plain-recipe runs of the same cells and seeds, because the restart rule, replayed on "
+        "their logs epoch by epoch, never fires on them: main.py would have trained them "
+        "bit for bit as they were (the guard only reads the logs). The other "
+        f"{len(runs) - reused} were trained with this configuration. {len(verified)} reusable "
+        f"run(s){checked} were trained again anyway and gave byte-identical log.csv and "
+        "predictions.csv.",
+        "",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +544,7 @@ def write_csv(path: Path, label: str, runs: list[Run], extra: list[str]) -> None
     for r in runs:
         row = dataclasses.asdict(r)
         row.update(label=label, extra=shlex.join(extra), seconds=f"{r.seconds:.1f}")
+        row["reused"] = "yes" if r.reused else ""
         for k in ("test_auc", "best_val_auc", "final_val_auc"):
             row[k] = f"{row[k]:.6f}"
         rows.append({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
@@ -538,6 +631,22 @@ def parse_args(argv):
         action="store_true",
         help="keep the generated data and run folders (their path is printed) [Default: off]",
     )
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="a folder kept (--keep) by a plain-recipe benchmark of the same sizing: its data "
+        "is used, and each of its runs that restarts would leave as it was (the guard never "
+        "fires on its log) is taken as this configuration's run instead of being trained "
+        "again; only the others are run [Default: none, every run is trained]",
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=1,
+        help="with --reuse: train this many of the reused runs again anyway, and stop with an "
+        "error unless their log.csv and predictions.csv are byte for byte the kept ones "
+        "[Default: 1]",
+    )
     args = parser.parse_args(argv)
     args.mode = "quick" if args.quick else "tiny" if args.tiny else "full"
     size = dataclasses.replace(MODES[args.mode])
@@ -586,6 +695,10 @@ def parse_args(argv):
         parser.error("--label must be one non-empty line")
     if "-->" in args.label or "<!--" in args.label:
         parser.error("--label may not hold '-->' or '<!--' (it goes into an HTML comment)")
+    if args.verify < 0:
+        parser.error("--verify must be 0 or more")
+    if args.reuse and not all((Path(args.reuse) / d).is_dir() for d in ("data", "runs")):
+        parser.error(f"--reuse {args.reuse}: not a folder kept by --keep (no data/ and runs/)")
     args.size = size
     return args, parser
 
@@ -605,9 +718,14 @@ def main(argv=None) -> int:
     command = shlex.join(["python", "bench/stalls.py", *argv])
     started, load_start = time.perf_counter(), bench.loadavg()
     tmp = Path(tempfile.mkdtemp(dir=args.tmp, prefix="stalls-"))
+    verified = []
     try:
-        data_dir = tmp / "data"
-        names = make_cells(data_dir, args.noises, size.genes)
+        if args.reuse:
+            data_dir = Path(args.reuse) / "data"
+            names = [f"S{i + 1:03d}" for i in range(len(args.noises))]
+        else:
+            data_dir = tmp / "data"
+            names = make_cells(data_dir, args.noises, size.genes)
         genes = " / ".join(f"{g:,}" for g in size.genes)
         print(
             f"{args.label}: {len(names)} cells of {genes} genes (noise "
@@ -623,7 +741,24 @@ def main(argv=None) -> int:
         for name, noise in zip(names, args.noises):
             for seed in range(size.seeds):
                 save = tmp / "runs" / f"{name}-seed{seed}"
-                r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
+                kept = Path(args.reuse) / "runs" / save.name if args.reuse else None
+                trigger = kept and restart_trigger(data_dir, name, kept, size.epochs)
+                if kept and not trigger and len(verified) < args.verify:
+                    r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
+                    differ = same_files(kept, save, name)
+                    if differ:
+                        raise RuntimeError(
+                            f"{save}: not the plain run {kept} although no restart happened: "
+                            f"{', '.join(differ)} differ"
+                        )
+                    verified.append(f"{name} seed {seed}")
+                elif kept and not trigger:
+                    r = judged(data_dir, name, noise, seed, kept, math.nan)
+                    r.reused = True
+                else:
+                    if kept:
+                        print(f"{name} seed {seed}: the plain run {trigger}: trained", flush=True)
+                    r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
                 runs.append(r)
                 verdicts = [f"STALLED ({r.stall_reason})"] if r.stalled else []
                 verdicts += [f"COLLAPSED at epoch {r.collapse_epoch}"] if r.collapsed else []
@@ -633,7 +768,8 @@ def main(argv=None) -> int:
                     f"best val AUC {f3(r.best_val_auc)}, final {f3(r.final_val_auc)}, learned "
                     f"at {epoch_text(r.learned_epoch)}"
                     f"{''.join(', ' + v for v in verdicts)}, "
-                    f"{r.seconds:.0f} s",
+                    f"{r.attempts or 1} attempt(s), "
+                    f"{'reused' if r.reused else f'{r.seconds:.0f} s'}",
                     flush=True,
                 )
     except RuntimeError as e:
@@ -657,6 +793,7 @@ def main(argv=None) -> int:
         args.extra_flags,
         wall,
         (load_start, bench.loadavg()),
+        (args.reuse, verified),
     )
     print("\n" + "\n".join(lines) + "\n")
     old = out.read_text() if out.is_file() else ""

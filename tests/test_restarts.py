@@ -1,0 +1,338 @@
+"""Restarts of a stalled or collapsed training (restarts.py, experiments.train_model).
+
+The rule is checked on made-up validation curves; the attempts' bookkeeping (which attempt is
+tested, where each one's files go, attempts.csv) with a fake training; and main.py end to end
+on tiny data with a stall forced on the first attempt, against --restarts 0.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import restarts
+from conftest import ROOT
+
+# ---------------------------------------------------------------------------------------------
+# The rule
+
+
+def verdicts(val_auc, val_accuracy, epochs=20, majority=0.5):
+    """restarts.failure after each epoch, as the callback calls it."""
+    return [
+        restarts.failure(val_auc[: e + 1], val_accuracy[: e + 1], majority, epochs)
+        for e in range(len(val_auc))
+    ]
+
+
+def test_a_network_that_learns_is_never_stopped():
+    auc = [0.55, 0.81, 0.84, 0.85, 0.86]
+    acc = [0.52, 0.74, 0.76, 0.77, 0.78]
+    assert verdicts(auc, acc) == [None] * 5
+
+
+def test_a_stall_is_seen_after_the_second_epoch():
+    # A dead network: AUC just above LEARNED, but one class for every gene.
+    (first, second) = verdicts([0.61, 0.62], [0.500, 0.505])
+    assert first is None
+    assert second.kind == "stalled" and second.epoch == 2
+    assert "0.620" in second.why and "0.505" in second.why and "0.500" in second.why
+    # Low AUC with an accuracy beyond one class is no learning either.
+    assert verdicts([0.52, 0.55], [0.56, 0.57])[1].kind == "stalled"
+    # Learning in the second epoch is in time.
+    assert verdicts([0.50, 0.70], [0.50, 0.64]) == [None, None]
+
+
+def test_a_one_epoch_run_is_judged_after_its_only_epoch():
+    (only,) = verdicts([0.5], [0.5], epochs=1)
+    assert only.kind == "stalled" and only.epoch == 1
+
+
+def test_the_majority_rate_is_the_validation_splits():
+    # 0.70 accuracy is one class when 70% of the validation genes are of one class.
+    assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.7)[1].kind == "stalled"
+    assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.5) == [None, None]
+    assert restarts.majority_rate([1, 1, 1, 0]) == 0.75
+    assert restarts.majority_rate([0, 0, 0, 1]) == 0.75
+
+
+def test_a_collapse_is_a_fall_of_more_than_the_threshold():
+    out = verdicts([0.80, 0.85, 0.66, 0.40], [0.7, 0.75, 0.6, 0.5])
+    assert out[:2] == [None, None]
+    assert out[2] is None  # 0.19 below the best: not yet
+    assert out[3].kind == "collapsed" and out[3].epoch == 4
+    assert "0.400" in out[3].why and "0.850" in out[3].why
+    # Exactly the threshold, as floats write it, is not more than it.
+    best = 0.85
+    assert verdicts([best, best - restarts.COLLAPSE_DROP], [0.7, 0.6]) == [None, None]
+
+
+def test_nan_never_counts_as_learned_and_never_collapses():
+    out = verdicts([math.nan, math.nan], [0.5, 0.5])
+    assert out[0] is None and out[1].kind == "stalled"
+    assert verdicts([0.8, math.nan, 0.79], [0.7, 0.7, 0.7]) == [None, None, None]
+
+
+def test_the_guard_needs_a_validation_split_it_can_judge():
+    assert restarts.guard_applies(np.r_[np.zeros(300), np.ones(300)]) is None
+    assert "fewer than the 500" in restarts.guard_applies(np.r_[np.zeros(100), np.ones(100)])
+    assert "one class" in restarts.guard_applies(np.ones(600))
+
+
+def test_attempt_seeds_start_with_the_plain_runs_own_and_are_fixed():
+    assert restarts.attempt_seed(1234, 1) == 1234
+    seeds = [restarts.attempt_seed(1234, n) for n in range(1, 5)]
+    assert len(set(seeds)) == 4 and all(0 <= s < 2**31 for s in seeds)
+    assert seeds == [restarts.attempt_seed(1234, n) for n in range(1, 5)]
+    assert restarts.attempt_seed(2**31 - 1, 3) < 2**31
+
+
+def attempt(number, value, outcome="learned", best_epoch=3):
+    return restarts.Attempt(number, number, 5, best_epoch, value, value, outcome)
+
+
+def test_choice_prefers_sound_attempts_then_the_validation_metric():
+    a, b, c = attempt(1, 0.80, "collapsed"), attempt(2, 0.70), attempt(3, 0.75)
+    assert restarts.choose([a, b, c], "val_accuracy") is c
+    assert restarts.choose([a, b], "val_accuracy") is b  # sound beats a better collapsed one
+    # Every attempt failed: the best by the metric; a loss is minimised; ties: the earlier.
+    d, e = attempt(1, 0.5, "stalled"), attempt(2, 0.8, "collapsed")
+    assert restarts.choose([d, e], "val_accuracy") is e
+    assert restarts.choose([d, e], "val_loss") is d
+    assert restarts.choose([attempt(1, 0.7), attempt(2, 0.7)], "val_accuracy").number == 1
+    # Without a model (diverged before any epoch was kept) an attempt cannot be chosen.
+    f = attempt(1, math.nan, "diverged", best_epoch=None)
+    assert restarts.choose([f], "val_accuracy") is None
+    assert restarts.choose([f, attempt(2, math.nan, "stalled")], "val_accuracy").number == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The attempts' bookkeeping, with a fake training (no TensorFlow training)
+
+
+def fake_training(script):
+    """A stand-in for experiments._train_once: attempt n writes files naming its seed and
+    returns script[n - 1] = (val_accuracy per epoch, best epoch or None, Failure or None)."""
+    import Convnet
+
+    calls = []
+
+    def train_once(args, train, valid, folder, seed, start, epochs, lr, majority):
+        val_acc, best, failure = script[len(calls)]
+        calls.append((seed, majority))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "log.csv").write_text(f"seed {seed}\n")
+        (folder / "log.png").write_text(f"seed {seed}\n")
+        if best is not None:
+            (folder / "best_model.keras").write_text(f"seed {seed}\n")
+        history = {
+            "loss": [0.5] * len(val_acc),
+            "val_accuracy": val_acc,
+            "val_auc": [v + 0.1 for v in val_acc],
+        }
+        diverged = len(val_acc) if failure == "diverged" else None
+        if diverged:
+            history["loss"][-1] = math.nan
+            failure = None
+        result = Convnet.TrainResult(history, best, "", "", diverged)
+        return result, failure
+
+    return train_once, calls
+
+
+def fake_args(restarts_=2):
+    return SimpleNamespace(restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy")
+
+
+def fake_split(n=600):
+    return SimpleNamespace(labels=np.arange(n) % 2)
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    import Convnet
+    import experiments
+
+    monkeypatch.setattr(Convnet, "load_model", lambda path: Path(path).read_text())
+
+    def go(script, folder, restarts_=2, split=None):
+        train_once, calls = fake_training(script)
+        monkeypatch.setattr(experiments, "_train_once", train_once)
+        trained = experiments.train_model(
+            fake_args(restarts_), None, split or fake_split(), folder, seed=11
+        )
+        return trained, calls
+
+    return go
+
+
+def stalled(epoch=2):
+    return restarts.Failure("stalled", epoch, "made up")
+
+
+def collapsed(epoch):
+    return restarts.Failure("collapsed", epoch, "made up")
+
+
+def test_a_restart_moves_the_failed_attempt_aside(fake_run, tmp_path, capsys):
+    folder = tmp_path / "S001"
+    trained, calls = fake_run([([0.5, 0.5], 1, stalled()), ([0.6, 0.7, 0.8], 3, None)], folder)
+    seeds = [restarts.attempt_seed(11, n) for n in (1, 2)]
+    assert [s for s, _ in calls] == seeds
+    assert calls[0][1] == 0.5  # the validation split's majority-class rate
+    assert (trained.best_epoch, trained.attempts) == (3, 2)
+    assert trained.model == f"seed {seeds[1]}\n"  # the chosen attempt's best model
+    assert (folder / "log.csv").read_text() == f"seed {seeds[1]}\n"
+    assert (folder / "attempts" / "1" / "log.csv").read_text() == f"seed {seeds[0]}\n"
+    assert (folder / "attempts" / "1" / "best_model.keras").exists()
+    table = pd.read_csv(folder / "attempts.csv", keep_default_na=False)
+    assert table.columns.tolist() == restarts.ATTEMPT_COLUMNS
+    assert table.seed.tolist() == seeds
+    assert table.outcome.tolist() == ["stalled", "learned"]
+    assert table.chosen.tolist() == [False, True]
+    assert table.folder.tolist() == ["attempts/1", "."]
+    assert table.best_value.tolist() == [0.5, 0.8]
+    out = capsys.readouterr().out
+    assert f"S001: attempt 1 of 3 stalled: made up; restarting from seed {seeds[1]}" in out
+    assert "S001: attempt 2 of 2 is tested (best val_accuracy 0.8000 at epoch 3" in out
+
+
+def test_when_every_attempt_fails_the_best_by_validation_is_brought_back(
+    fake_run, tmp_path, capsys
+):
+    folder = tmp_path / "S001"
+    script = [
+        ([0.70, 0.80, 0.50], 2, collapsed(3)),  # the best of the three by val_accuracy
+        ([0.50, 0.50], 1, stalled()),
+        ([0.60], None, "diverged"),  # diverged before any epoch was kept
+    ]
+    trained, calls = fake_run(script, folder)
+    seeds = [s for s, _ in calls]
+    assert (trained.best_epoch, trained.attempts) == (2, 3)
+    assert trained.model == f"seed {seeds[0]}\n"
+    assert (folder / "log.csv").read_text() == f"seed {seeds[0]}\n"
+    assert not (folder / "attempts" / "1").exists()
+    for n in (2, 3):
+        assert (folder / "attempts" / str(n) / "log.csv").read_text() == f"seed {seeds[n - 1]}\n"
+    table = pd.read_csv(folder / "attempts.csv", keep_default_na=False)
+    assert table.outcome.tolist() == ["collapsed", "stalled", "diverged"]
+    assert table.chosen.tolist() == [True, False, False]
+    assert table.folder.tolist() == [".", "attempts/2", "attempts/3"]
+    err = capsys.readouterr().err
+    assert "all 3 attempts stalled, collapsed or diverged" in err and "attempt 1" in err
+
+
+def test_no_attempt_with_a_model_is_an_experiment_error(fake_run, tmp_path):
+    import experiments
+
+    script = [([0.5], None, "diverged")] * 3
+    with pytest.raises(experiments.ExperimentError, match="before any epoch could be kept"):
+        fake_run(script, tmp_path / "S001")
+
+
+def test_restarts_0_and_a_small_validation_split_train_once(fake_run, tmp_path, capsys):
+    import experiments
+
+    experiments._SAID.clear()
+    trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "a", restarts_=0)
+    assert trained.attempts == 1 and calls[0][1] is None  # no guard
+    assert not (tmp_path / "a" / "attempts.csv").exists()
+    trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "b", split=fake_split(100))
+    assert trained.attempts == 1 and calls[0][1] is None
+    assert "No restarts: the validation split has 100 genes" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# main.py end to end: a stall forced on the first attempt
+
+FORCED = """
+import sys
+sys.path.insert(0, {root!r})
+import restarts
+restarts.MIN_VALID_GENES = 0  # the tiny cells have 40 validation genes
+real = restarts.failure
+seen = []
+def failure(val_auc, val_accuracy, majority, epochs):
+    if len(val_auc) == 1:
+        seen.append(1)  # a new attempt's first epoch
+    if {mode!r} == "first" and len(seen) == 1:
+        return restarts.Failure("stalled", len(val_auc), "forced by the test")
+    return None
+restarts.failure = failure
+import main
+sys.exit(main.main({argv!r}))
+"""
+
+
+def forced_run(tiny_dir, save, mode, *flags):
+    argv = [
+        str(a)
+        for a in [
+            "--data_dir",
+            tiny_dir,
+            "--cells",
+            "S001",
+            "--epochs",
+            2,
+            "--batch_size",
+            16,
+            "--seed",
+            3,
+            "--save_dir",
+            save,
+            *flags,
+        ]
+    ]
+    res = subprocess.run(
+        [sys.executable, "-c", FORCED.format(root=str(ROOT), argv=argv, mode=mode)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tmp_path):
+    # The guard on but never firing changes nothing: the same files as --restarts 0.
+    plain = tmp_path / "plain"
+    forced_run(tiny_dir, plain, "first", "--restarts", 0)
+    quiet = tmp_path / "quiet"
+    forced_run(tiny_dir, quiet, "never")
+    for name in ("output.csv", "S001/log.csv", "S001/predictions.csv"):
+        assert (plain / name).read_bytes() == (quiet / name).read_bytes(), name
+    assert not (plain / "S001" / "attempts").exists()
+    assert pd.read_csv(plain / "output.csv").attempts.tolist() == [1]
+    assert json.loads((plain / "args.json").read_text())["restarts"] == 0
+
+    save = tmp_path / "forced"
+    res = forced_run(tiny_dir, save, "first", "--restarts", 1)
+    cell = save / "S001"
+    seed = json.loads((save / "args.json").read_text())["seed"]
+    import experiments
+
+    cell_seed = experiments.cell_seed(SimpleNamespace(seed=seed), "S001")
+    second = restarts.attempt_seed(cell_seed, 2)
+    assert f"S001: attempt 1 of 2 stalled: forced by the test; restarting from seed {second}" in (
+        res.stdout
+    )
+    table = pd.read_csv(cell / "attempts.csv", keep_default_na=False)
+    assert table.seed.tolist() == [cell_seed, second]
+    assert table.outcome.tolist() == ["stalled", "learned"]
+    assert table.epochs.tolist() == [1, 2]  # the first stopped after its stalled epoch
+    # The sound attempt is tested, and its files are the cell's.
+    assert table.chosen.tolist() == [False, True]
+    assert len(pd.read_csv(cell / "log.csv")) == 2
+    first_log = pd.read_csv(cell / "attempts" / "1" / "log.csv")
+    assert len(first_log) == 1
+    # The stopped first attempt is the plain run's first epoch, bit for bit.
+    assert first_log.iloc[0].equals(pd.read_csv(plain / "S001" / "log.csv").iloc[0])
+    row = pd.read_csv(save / "output.csv").iloc[0]
+    assert row.attempts == 2 and row.best_epoch == table.best_epoch[1]
