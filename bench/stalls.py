@@ -57,6 +57,7 @@ go to ``<out stem>-stalls.csv`` next to the Markdown file (rows of the same labe
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -285,8 +286,11 @@ def main_command(data_dir, cell, seed, save, epochs, extra: list[str]) -> list[s
 
 
 def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epochs: int, extra):
-    """One main.py run in its own process, into the new folder `save`; returns it judged."""
+    """One main.py run in its own process, into the folder `save` (what an interrupted run
+    left there is removed first); returns it judged. Its time goes to save/seconds.json: a
+    finished run is known by that file."""
     cmd = main_command(data_dir, cell, seed, save, epochs, extra)
+    shutil.rmtree(save, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, env=os.environ
@@ -297,7 +301,31 @@ def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epoc
         raise RuntimeError(
             f"python {shlex.join(cmd)} ended with exit status {proc.returncode}:\n{tail}"
         )
+    files.write_json(save / "seconds.json", {"seconds": seconds, "command": cmd})
     return judged(data_dir, cell, noise, seed, save, seconds)
+
+
+def finished(data_dir: Path, cell, noise, seed, save: Path) -> Run | None:
+    """The run finished earlier in `save` (--work), judged; None when there is none."""
+    record = save / "seconds.json"
+    if not record.is_file():
+        return None
+    return judged(data_dir, cell, noise, seed, save, json.loads(record.read_text())["seconds"])
+
+
+def cells_in(out: Path, noises: list[float], genes: tuple) -> list[str]:
+    """The generated cells in `out`: made there, or the ones made earlier (--work) when they
+    were made with the same noise values and sizes (recorded in out/cells.json)."""
+    made = {"noise": noises, "genes": list(genes), "data_seed": DATA_SEED}
+    record = out / "cells.json"
+    if record.is_file():
+        if json.loads(record.read_text()) != made:
+            raise RuntimeError(f"{out}: its cells were made with other settings ({record})")
+        return [f"S{i + 1:03d}" for i in range(len(noises))]
+    shutil.rmtree(out, ignore_errors=True)
+    names = make_cells(out, noises, genes)
+    files.write_json(record, made)
+    return names
 
 
 def judged(data_dir: Path, cell, noise, seed, save: Path, seconds: float) -> Run:
@@ -632,6 +660,21 @@ def parse_args(argv):
         help="keep the generated data and run folders (their path is printed) [Default: off]",
     )
     parser.add_argument(
+        "--work",
+        default=None,
+        help="a folder for the generated data and run folders that is kept and resumed: a "
+        "run finished there earlier (by the same command) is judged from its files, not "
+        "trained again; an interrupted one is redone [Default: a temporary folder, removed]",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="main.py processes at once; one process keeps about one core busy on this "
+        "network, so 2 on 2 cores nearly halves the wall time (a seeded run's results do not "
+        "depend on it) [Default: 1]",
+    )
+    parser.add_argument(
         "--reuse",
         default=None,
         help="a folder kept (--keep) by a plain-recipe benchmark of the same sizing: its data "
@@ -695,6 +738,8 @@ def parse_args(argv):
         parser.error("--label must be one non-empty line")
     if "-->" in args.label or "<!--" in args.label:
         parser.error("--label may not hold '-->' or '<!--' (it goes into an HTML comment)")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if args.verify < 0:
         parser.error("--verify must be 0 or more")
     if args.reuse and not all((Path(args.reuse) / d).is_dir() for d in ("data", "runs")):
@@ -717,7 +762,11 @@ def main(argv=None) -> int:
             parser.error(f"--out {out}: {e}")
     command = shlex.join(["python", "bench/stalls.py", *argv])
     started, load_start = time.perf_counter(), bench.loadavg()
-    tmp = Path(tempfile.mkdtemp(dir=args.tmp, prefix="stalls-"))
+    if args.work:
+        tmp = Path(args.work)
+        tmp.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = Path(tempfile.mkdtemp(dir=args.tmp, prefix="stalls-"))
     verified = []
     try:
         if args.reuse:
@@ -725,7 +774,7 @@ def main(argv=None) -> int:
             names = [f"S{i + 1:03d}" for i in range(len(args.noises))]
         else:
             data_dir = tmp / "data"
-            names = make_cells(data_dir, args.noises, size.genes)
+            names = cells_in(data_dir, args.noises, size.genes)
         genes = " / ".join(f"{g:,}" for g in size.genes)
         print(
             f"{args.label}: {len(names)} cells of {genes} genes (noise "
@@ -737,33 +786,50 @@ def main(argv=None) -> int:
         for name, noise in zip(names, args.noises):
             baseline[name] = logistic_auc(data_dir / name)
             print(f"{name} (noise {noise:g}): logistic regression test AUC {baseline[name][0]:.3f}")
-        runs = []
+        plan = []  # (cell, noise, seed, save, kept plain run or None, action)
         for name, noise in zip(names, args.noises):
             for seed in range(size.seeds):
                 save = tmp / "runs" / f"{name}-seed{seed}"
                 kept = Path(args.reuse) / "runs" / save.name if args.reuse else None
                 trigger = kept and restart_trigger(data_dir, name, kept, size.epochs)
-                if kept and not trigger and len(verified) < args.verify:
-                    r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
-                    differ = same_files(kept, save, name)
-                    if differ:
-                        raise RuntimeError(
-                            f"{save}: not the plain run {kept} although no restart happened: "
-                            f"{', '.join(differ)} differ"
-                        )
-                    verified.append(f"{name} seed {seed}")
-                elif kept and not trigger:
-                    r = judged(data_dir, name, noise, seed, kept, math.nan)
-                    r.reused = True
+                if kept and not trigger:
+                    verify = sum(p[-1] == "verify" for p in plan) < args.verify
+                    action = "verify" if verify else "reuse"
                 else:
                     if kept:
                         print(f"{name} seed {seed}: the plain run {trigger}: trained", flush=True)
-                    r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
+                    action = "train"
+                plan.append((name, noise, seed, save, kept, action))
+
+        def execute(item):
+            name, noise, seed, save, kept, action = item
+            if action == "reuse":
+                r = judged(data_dir, name, noise, seed, kept, math.nan)
+                r.reused = True
+                return r
+            r = finished(data_dir, name, noise, seed, save)
+            if r is None:
+                r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
+            if action == "verify":
+                differ = same_files(kept, save, name)
+                if differ:
+                    raise RuntimeError(
+                        f"{save}: not the plain run {kept} although no restart happened: "
+                        f"{', '.join(differ)} differ"
+                    )
+            return r
+
+        runs = []
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for item, r in zip(plan, pool.map(execute, plan)):
+                name, noise, seed, _, _, action = item
+                if action == "verify":
+                    verified.append(f"{name} seed {seed}")
                 runs.append(r)
                 verdicts = [f"STALLED ({r.stall_reason})"] if r.stalled else []
                 verdicts += [f"COLLAPSED at epoch {r.collapse_epoch}"] if r.collapsed else []
                 print(
-                    f"run {len(runs)}/{len(names) * size.seeds}: {name} (noise {noise:g}) seed "
+                    f"run {len(runs)}/{len(plan)}: {name} (noise {noise:g}) seed "
                     f"{seed}: test AUC {f3(r.test_auc)} (epoch {epoch_text(r.tested_epoch)}), "
                     f"best val AUC {f3(r.best_val_auc)}, final {f3(r.final_val_auc)}, learned "
                     f"at {epoch_text(r.learned_epoch)}"
@@ -776,7 +842,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        if args.keep:
+        if args.keep or args.work:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)

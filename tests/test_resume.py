@@ -245,3 +245,22 @@ def test_a_stop_request_waits_for_a_batch_and_a_second_one_stops_at_once(capfd):
         model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[stop.callback()])
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     StopRequest().callback().on_train_batch_begin(0)  # no request: nothing happens
+
+
+def test_a_run_from_before_restarts_resumes_without_them(reference, tmp_path):
+    import shutil
+
+    save = tmp_path / "old"
+    shutil.copytree(reference, save)
+    # As the code before restarts left it: no attempts column, no restarts setting.
+    table = pd.read_csv(save / "output.csv", dtype={"cell": str})
+    table.drop(columns="attempts").iloc[:-1].to_csv(save / "output.csv", index=False)
+    settings = json.loads((save / "args.json").read_text())
+    del settings["restarts"]
+    (save / "args.json").write_text(json.dumps(settings))
+    res = run("--save_dir", save, "--resume")
+    assert "No restarts" not in res.stdout
+    resumed = pd.read_csv(save / "output.csv", dtype={"cell": str})
+    assert resumed.columns.tolist() == table.columns.tolist()
+    assert resumed.auc.tolist() == table.auc.tolist()  # the redone cell: seeded, the same
+    assert resumed.attempts.isna().tolist() == [True] * (len(table) - 1) + [False]
