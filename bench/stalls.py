@@ -57,7 +57,6 @@ go to ``<out stem>-stalls.csv`` next to the Markdown file (rows of the same labe
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -667,14 +666,6 @@ def parse_args(argv):
         "trained again; an interrupted one is redone [Default: a temporary folder, removed]",
     )
     parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="main.py processes at once; one process keeps about one core busy on this "
-        "network, so 2 on 2 cores nearly halves the wall time (a seeded run's results do not "
-        "depend on it) [Default: 1]",
-    )
-    parser.add_argument(
         "--reuse",
         default=None,
         help="a folder kept (--keep) by a plain-recipe benchmark of the same sizing: its data "
@@ -738,8 +729,6 @@ def parse_args(argv):
         parser.error("--label must be one non-empty line")
     if "-->" in args.label or "<!--" in args.label:
         parser.error("--label may not hold '-->' or '<!--' (it goes into an HTML comment)")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
     if args.verify < 0:
         parser.error("--verify must be 0 or more")
     if args.reuse and not all((Path(args.reuse) / d).is_dir() for d in ("data", "runs")):
@@ -819,25 +808,26 @@ def main(argv=None) -> int:
                     )
             return r
 
+        # One run at a time: main.py's TensorFlow uses every core, and two runs at once on 2
+        # cores went at about 50 s per full-size epoch each (their thread pools fight).
         runs = []
-        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            for item, r in zip(plan, pool.map(execute, plan)):
-                name, noise, seed, _, _, action = item
-                if action == "verify":
-                    verified.append(f"{name} seed {seed}")
-                runs.append(r)
-                verdicts = [f"STALLED ({r.stall_reason})"] if r.stalled else []
-                verdicts += [f"COLLAPSED at epoch {r.collapse_epoch}"] if r.collapsed else []
-                print(
-                    f"run {len(runs)}/{len(plan)}: {name} (noise {noise:g}) seed "
-                    f"{seed}: test AUC {f3(r.test_auc)} (epoch {epoch_text(r.tested_epoch)}), "
-                    f"best val AUC {f3(r.best_val_auc)}, final {f3(r.final_val_auc)}, learned "
-                    f"at {epoch_text(r.learned_epoch)}"
-                    f"{''.join(', ' + v for v in verdicts)}, "
-                    f"{r.attempts or 1} attempt(s), "
-                    f"{'reused' if r.reused else f'{r.seconds:.0f} s'}",
-                    flush=True,
-                )
+        for item, r in zip(plan, map(execute, plan)):
+            name, noise, seed, _, _, action = item
+            if action == "verify":
+                verified.append(f"{name} seed {seed}")
+            runs.append(r)
+            verdicts = [f"STALLED ({r.stall_reason})"] if r.stalled else []
+            verdicts += [f"COLLAPSED at epoch {r.collapse_epoch}"] if r.collapsed else []
+            print(
+                f"run {len(runs)}/{len(plan)}: {name} (noise {noise:g}) seed "
+                f"{seed}: test AUC {f3(r.test_auc)} (epoch {epoch_text(r.tested_epoch)}), "
+                f"best val AUC {f3(r.best_val_auc)}, final {f3(r.final_val_auc)}, learned "
+                f"at {epoch_text(r.learned_epoch)}"
+                f"{''.join(', ' + v for v in verdicts)}, "
+                f"{r.attempts or 1} attempt(s), "
+                f"{'reused' if r.reused else f'{r.seconds:.0f} s'}",
+                flush=True,
+            )
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
