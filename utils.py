@@ -572,7 +572,7 @@ def plot_attribution_map(
     if image is not None:
         fig.colorbar(
             image,
-            ax=axes[:, [c * per for c in range(columns)]].ravel().tolist(),
+            ax=axes.ravel().tolist(),
             label="Mean attribution per bin\n(log-odds of high expression)",
             shrink=0.8,
             pad=0.01,
@@ -580,7 +580,7 @@ def plot_attribution_map(
     if strip is not None:
         fig.colorbar(
             strip,
-            ax=axes[:, [c * per + 1 for c in range(columns)]].ravel().tolist(),
+            ax=axes.ravel().tolist(),
             label="Additional features (mark sums)",
             shrink=0.8,
             pad=0.01,
