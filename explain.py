@@ -484,7 +484,10 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
     gap = ""
     if args.method == "integrated_gradients":
         error = np.abs(attr.sum(axis=1, dtype=np.float64) - (log_odds - zero))
-        gap = f"; completeness: attributions sum to F(x) - F(0) within {error.max():.3g} (max)"
+        gap = (
+            f"; completeness: attributions sum to F(x) - F(0) within {error.max():.3g} (max; "
+            f"mean |F(x) - F(0)| {np.abs(log_odds - zero).mean():.3g}, log-odds)"
+        )
     print(
         f"{target.cell}: {len(split.ids)} test genes, {METHOD_LABELS[args.method]} in "
         f"{seconds:.1f} s{gap}; wrote {target.out}",
