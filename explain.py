@@ -468,7 +468,9 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
     label = METHOD_LABELS[args.method]
     if args.method == "integrated_gradients":
         label += f", {args.steps} steps from a gene without reads"
-    utils.plot_attribution_map(table, target.out / "explain.png", title=f"{target.cell}: {label}")
+    utils.plot_attribution_map(
+        table, target.out / "explain.png", title=f"{target.cell}: {label}", labels=GROUP_LABELS
+    )
     bins, extra = split_inputs(attr)
     if target.genes:
         counts = _counts(target.test_csv, target.genes)

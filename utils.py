@@ -569,19 +569,19 @@ def plot_attribution_map(
                 )
                 side.set_xticks([0], ["sums"], fontsize=7.5)
                 side.set_yticks([])
-    if image is not None:
-        fig.colorbar(
-            image,
-            ax=axes.ravel().tolist(),
-            label="Mean attribution per bin\n(log-odds of high expression)",
-            shrink=0.8,
-            pad=0.01,
-        )
     if strip is not None:
         fig.colorbar(
             strip,
             ax=axes.ravel().tolist(),
             label="Additional features (mark sums)",
+            shrink=0.8,
+            pad=0.01,
+        )
+    if image is not None:
+        fig.colorbar(
+            image,
+            ax=axes.ravel().tolist(),
+            label="Mean attribution per bin\n(log-odds of high expression)",
             shrink=0.8,
             pad=0.01,
         )
