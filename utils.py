@@ -14,7 +14,8 @@ Command line::
     python utils.py model --out model.png                       # the network, layer by layer
     python utils.py images                   # redraw images/{data,model,auc}.png
 
-Only ``model`` and ``images`` import TensorFlow.
+Only ``model`` and ``images`` import TensorFlow. Attribution maps of a run's models (what the
+model looks at) are computed by ``python explain.py RUN`` and drawn here.
 """
 
 from __future__ import annotations
@@ -461,6 +462,258 @@ def plot_data(
 
 
 # ---------------------------------------------------------------------------------------------
+# Attribution maps (explain.py computes them; drawn here)
+
+# Bin b (1..100) covers [-5000 + 100 (b - 1), -5000 + 100 b) bp around the TSS.
+BIN_EDGES_KB = (-5.0, 5.0)
+
+
+def _bin_centres_kb() -> np.ndarray:
+    """float (100,): each bin's centre in kb relative to the TSS."""
+    return (np.arange(1, data.N_BINS + 1) - 0.5) * 0.1 - 5.0
+
+
+def _group_maps(table: pd.DataFrame, group: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """One group of an explain.csv table as (mean attribution float (5 marks, 100 bins) in the
+    data's mark order, the additional features' float (5,) or None, its number of genes)."""
+    rows = table[table["group"] == group]
+    order = {m: i for i, m in enumerate(data.MARKS)}
+    on_bins = rows[rows["feature"] == "bin"]
+    grid = np.full((data.N_MARKS, data.N_BINS), np.nan)
+    grid[on_bins["mark"].map(order).to_numpy(), on_bins["bin"].to_numpy(dtype=int) - 1] = on_bins[
+        "mean"
+    ].to_numpy(dtype=float)
+    extra_rows = rows[rows["feature"] == "additional"]
+    extra = None
+    if len(extra_rows):
+        extra = np.full(data.N_MARKS, np.nan)
+        extra[extra_rows["mark"].map(order).to_numpy()] = extra_rows["mean"].to_numpy(dtype=float)
+    return grid, extra, int(rows["n_genes"].iloc[0]) if len(rows) else 0
+
+
+def _symmetric_limit(values) -> float:
+    """The largest absolute finite value of arrays, for a colour scale centred at 0 (1 if none)."""
+    finite = [np.abs(v[np.isfinite(v)]) for v in values if v is not None]
+    top = max((float(f.max()) for f in finite if f.size), default=0.0)
+    return top if top > 0 else 1.0
+
+
+def plot_attribution_map(
+    table: pd.DataFrame,
+    out: str | os.PathLike,
+    title: str = "Attribution",
+    labels: dict[str, str] | None = None,
+) -> Path:
+    """Heatmaps of an explain.csv table: per group, the marks (rows, in the data's order) x
+    position relative to the TSS (columns, kb), mean attribution on a diverging scale centred
+    at 0 (red: towards high expression, blue: towards low), the TSS dotted; the additional
+    features in a strip of their own (own scale) at the right of each map. Groups whose name
+    ends in "_correct" go in a second column beside their group.
+
+    table: columns group, n_genes, mark, feature ("bin" / "additional"), bin, mean."""
+    groups = list(dict.fromkeys(table["group"]))
+    bases = [g for g in groups if not g.endswith("_correct")]
+    paired = any(f"{g}_correct" in groups for g in bases)
+    maps = {g: _group_maps(table, g) for g in groups}
+    limit = _symmetric_limit([m[0] for m in maps.values()])
+    has_extra = any(m[1] is not None for m in maps.values())
+    extra_limit = _symmetric_limit([m[1] for m in maps.values()])
+    columns = 2 if paired else 1
+    ratios = ([24, 1.3] if has_extra else [24]) * columns
+    fig, axes = plt.subplots(
+        len(bases),
+        len(ratios),
+        figsize=(7.2 * columns + 1.6, 1.75 * len(bases) + 1.3),
+        gridspec_kw={"width_ratios": ratios},
+        squeeze=False,
+        layout="constrained",
+    )
+    per = 2 if has_extra else 1
+    image = strip = None
+    for r, base in enumerate(bases):
+        for c, group in enumerate([base, f"{base}_correct"][:columns]):
+            ax = axes[r, c * per]
+            if group not in maps:
+                ax.axis("off")
+                if has_extra:
+                    axes[r, c * per + 1].axis("off")
+                continue
+            grid, extra, n = maps[group]
+            image = ax.imshow(
+                grid,
+                aspect="auto",
+                cmap="RdBu_r",
+                vmin=-limit,
+                vmax=limit,
+                extent=(*BIN_EDGES_KB, data.N_MARKS - 0.5, -0.5),
+                interpolation="nearest",
+            )
+            ax.axvline(0, color="black", ls=":", lw=1)
+            ax.set_yticks(range(data.N_MARKS), data.MARKS, fontsize=8.5)
+            ax.set_xticks(np.arange(-5, 6), [f"{k:+d}" if k else "TSS" for k in range(-5, 6)])
+            ax.tick_params(axis="x", labelsize=8.5)
+            name = (labels or {}).get(group, group.replace("_", ", "))
+            ax.set_title(f"{name} (n = {n})", fontsize=9.5)
+            if r == len(bases) - 1:
+                ax.set_xlabel("Position relative to the TSS (kb)", fontsize=9)
+            if has_extra:
+                side = axes[r, c * per + 1]
+                values = extra if extra is not None else np.full(data.N_MARKS, np.nan)
+                strip = side.imshow(
+                    values[:, None],
+                    aspect="auto",
+                    cmap="PuOr_r",
+                    vmin=-extra_limit,
+                    vmax=extra_limit,
+                    interpolation="nearest",
+                )
+                side.set_xticks([0], ["sums"], fontsize=7.5)
+                side.set_yticks([])
+    if strip is not None:
+        fig.colorbar(
+            strip,
+            ax=axes.ravel().tolist(),
+            label="Additional features (mark sums)",
+            shrink=0.8,
+            pad=0.01,
+        )
+    if image is not None:
+        fig.colorbar(
+            image,
+            ax=axes.ravel().tolist(),
+            label="Mean attribution per bin\n(log-odds of high expression)",
+            shrink=0.8,
+            pad=0.01,
+        )
+    fig.suptitle(
+        f"{title}\nred: pushes towards high expression, blue: towards low; dotted: TSS",
+        fontsize=11,
+    )
+    return _save_png(fig, out)
+
+
+def plot_gene_attribution(
+    counts: np.ndarray,
+    attribution: np.ndarray,
+    extra: np.ndarray | None,
+    out: str | os.PathLike,
+    title: str = "One gene",
+) -> Path:
+    """One gene: its five marks' read counts along the bins (as images/data.png) and, underneath,
+    one row per mark with its attribution per bin (above 0: towards high expression) and its
+    additional feature's attribution in the row's corner.
+
+    counts: (100, 5) reads; attribution: (100, 5); extra: (5,) or None."""
+    kb = _bin_centres_kb()
+    fig, axes = plt.subplots(
+        1 + data.N_MARKS,
+        1,
+        figsize=(9, 8.4),
+        sharex=True,
+        gridspec_kw={"height_ratios": [2.4] + [1] * data.N_MARKS},
+        layout="constrained",
+    )
+    top = axes[0]
+    for m, mark in enumerate(data.MARKS):
+        top.plot(kb, counts[:, m], drawstyle="steps-mid", color=MARK_COLORS[m], lw=1.3, label=mark)
+    top.set_ylabel("Reads per\n100-bp bin")
+    top.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    top.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.22), frameon=False)
+    limit = _symmetric_limit([attribution]) * 1.1
+    for m, mark in enumerate(data.MARKS):
+        ax = axes[1 + m]
+        ax.fill_between(kb, attribution[:, m], step="mid", color=MARK_COLORS[m], alpha=0.75, lw=0)
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_ylim(-limit, limit)
+        ax.set_ylabel(mark, rotation=0, ha="right", va="center", fontsize=8.5)
+        ax.tick_params(axis="y", labelsize=7)
+        if extra is not None:
+            ax.text(
+                0.995,
+                0.92,
+                f"additional feature {extra[m]:+.3g}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7.5,
+            )
+    for ax in axes:
+        ax.axvline(0, color="black", ls=":", lw=1)
+        ax.grid(alpha=0.25)
+        ax.set_xlim(*BIN_EDGES_KB)
+    axes[1].set_title(
+        "Attribution per bin (log-odds of high expression; + towards high)", fontsize=9
+    )
+    axes[-1].set_xlabel("Position relative to the TSS (kb)")
+    axes[-1].xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(1))
+    fig.suptitle(title, fontsize=10.5)
+    return _save_png(fig, out)
+
+
+def cluster_order(rows: np.ndarray) -> np.ndarray:
+    """Row order of a hierarchical clustering (average linkage, Euclidean) of rows (n, k), so
+    that similar rows sit together; the given order for fewer than 3 rows."""
+    if len(rows) < 3:
+        return np.arange(len(rows))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    return leaves_list(linkage(np.nan_to_num(rows), method="average"))
+
+
+def plot_mark_summary(
+    marks: pd.DataFrame, out: str | os.PathLike, title: str = "Attribution per mark"
+) -> Path:
+    """The cross-cell summary of an explain-marks.csv table: cells (rows, clustered by their
+    shares) x marks (columns, data order); left, each mark's share of the cell's importance
+    (mean absolute total attribution of the mark per gene); right, its signed mean total
+    attribution (red: towards high expression).
+
+    marks: columns cell, mark, share, mean."""
+    share = marks.pivot(index="cell", columns="mark", values="share")[list(data.MARKS)]
+    mean = marks.pivot(index="cell", columns="mark", values="mean")[list(data.MARKS)]
+    order = cluster_order(share.to_numpy())
+    share, mean = share.iloc[order], mean.iloc[order]
+    n = len(share)
+    fig, axes = plt.subplots(
+        1, 2, figsize=(10.5, 1.6 + 0.32 * max(n, 3)), sharey=True, layout="constrained"
+    )
+    limit = _symmetric_limit([mean.to_numpy()])
+    for ax, values, cmap, vmin, vmax, label in (
+        (axes[0], share, "Purples", 0.0, max(float(share.max().max()), 1e-12), "share"),
+        (axes[1], mean, "RdBu_r", -limit, limit, "mean"),
+    ):
+        image = ax.imshow(values.to_numpy(), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks(range(data.N_MARKS), data.MARKS, rotation=30, ha="right", fontsize=9)
+        ax.set_yticks(range(n), values.index, fontsize=8 if n > 30 else 9)
+        if n <= 40:
+            for (i, j), v in np.ndenumerate(values.to_numpy()):
+                strong = (
+                    abs(v - vmin) > 0.6 * (vmax - vmin)
+                    if label == "share"
+                    else abs(v) > 0.6 * limit
+                )
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="white" if strong else "black",
+                )
+        fig.colorbar(image, ax=ax, shrink=0.9)
+    axes[0].set_title(
+        "Share of the cell's importance\n(mean |total attribution| per gene)", fontsize=10
+    )
+    axes[1].set_title(
+        "Mean total attribution per gene\n(log-odds; + towards high expression)", fontsize=10
+    )
+    axes[0].set_ylabel("Cell" + (" (clustered)" if n >= 3 else ""))
+    fig.suptitle(title, fontsize=11)
+    return _save_png(fig, out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Comparing runs with the published AUCs
 
 
@@ -701,6 +954,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="utils.py",
         description="Figures from runs and data. A bare list of paths means 'plot'.",
+        epilog="What a run's models look at (attribution maps over marks and bins, per cell and "
+        "across cells): python explain.py RUN (see python explain.py -h).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
