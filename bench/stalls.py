@@ -436,7 +436,9 @@ def definitions() -> list[str]:
     ]
 
 
-def report(label, command, mode, size, noises, names, baseline, runs, extra, wall, loads, reuse):
+def report(
+    label, command, mode, size, noises, names, baseline, runs, extra, wall, loads, reuse, planned
+):
     genes = " / ".join(f"{g:,}" for g in size.genes)
     extra_text = f" {shlex.join(extra)}" if extra else ""
     seeds = f"seeds 0 to {size.seeds - 1}" if size.seeds > 1 else "seed 0"
@@ -459,6 +461,15 @@ def report(label, command, mode, size, noises, names, baseline, runs, extra, wal
         "its marks see (larger is harder).",
         "",
         *reuse_text(reuse, runs),
+        *(
+            [
+                f"**Partial**: {len(runs)} of the {planned} planned runs had finished; the "
+                "others are left out of every figure below.",
+                "",
+            ]
+            if len(runs) < planned
+            else []
+        ),
         "| cell | noise | logistic regression | runs | CNN test AUC mean | min | max | std | "
         "stalled | collapsed | at chance | mean, not stalled |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -666,6 +677,12 @@ def parse_args(argv):
         "trained again; an interrupted one is redone [Default: a temporary folder, removed]",
     )
     parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="with --work: write the report from the runs finished there so far and train "
+        "nothing (the runs left out are listed) [Default: off]",
+    )
+    parser.add_argument(
         "--reuse",
         default=None,
         help="a folder kept (--keep) by a plain-recipe benchmark of the same sizing: its data "
@@ -729,6 +746,8 @@ def parse_args(argv):
         parser.error("--label must be one non-empty line")
     if "-->" in args.label or "<!--" in args.label:
         parser.error("--label may not hold '-->' or '<!--' (it goes into an HTML comment)")
+    if args.report_only and not args.work:
+        parser.error("--report_only needs --work, the folder whose finished runs it reports")
     if args.verify < 0:
         parser.error("--verify must be 0 or more")
     if args.reuse and not all((Path(args.reuse) / d).is_dir() for d in ("data", "runs")):
@@ -797,6 +816,8 @@ def main(argv=None) -> int:
                 r.reused = True
                 return r
             r = finished(data_dir, name, noise, seed, save)
+            if r is None and args.report_only:
+                return None
             if r is None:
                 r = run_one(data_dir, name, noise, seed, save, size.epochs, args.extra_flags)
             if action == "verify":
@@ -813,6 +834,9 @@ def main(argv=None) -> int:
         runs = []
         for item, r in zip(plan, map(execute, plan)):
             name, noise, seed, _, _, action = item
+            if r is None:
+                print(f"{name} seed {seed}: not finished in {tmp}: left out", flush=True)
+                continue
             if action == "verify":
                 verified.append(f"{name} seed {seed}")
             runs.append(r)
@@ -850,6 +874,7 @@ def main(argv=None) -> int:
         wall,
         (load_start, bench.loadavg()),
         (args.reuse, verified),
+        len(plan),
     )
     print("\n" + "\n".join(lines) + "\n")
     old = out.read_text() if out.is_file() else ""
