@@ -204,20 +204,28 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
 # --resume and a results table that is not one main.py wrote
 
 ROWS = [
-    {"cell": "E001", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 3},
-    {"cell": "E002", "auc": math.nan, "accuracy": 0.5, "n_test": 50, "best_epoch": 1},
+    {"cell": "E001", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 3, "attempts": 1},
+    {
+        "cell": "E002",
+        "auc": math.nan,
+        "accuracy": 0.5,
+        "n_test": 50,
+        "best_epoch": 1,
+        "attempts": 2,
+    },
 ]
 BAD_LINES = [
     # (case, lines appended to a good table, fragment of the message)
-    ("garbage", "xx,yy\n", "output.csv:4: 2 fields where the header has 5"),
-    ("truncated", "E003,0.71\n", "output.csv:4: 2 fields where the header has 5"),
-    ("too-many-fields", "E003,0.7,0.6,50,2,9\n", "output.csv:4: 6 fields where the header has 5"),
-    ("five-garbage-fields", "a,b,c,d,e\n", "output.csv:4: auc 'b' is not a number between 0"),
-    ("nan-auc", "E003,nan,0.6,50,2\n", "output.csv:4: auc 'nan' is not a number between"),
-    ("accuracy", "E003,0.7,1.5,50,2\n", "output.csv:4: accuracy '1.5' is not a number"),
-    ("n_test", "E003,0.7,0.6,,2\n", "output.csv:4: n_test '' is not a count of genes"),
-    ("empty-cell", ",0.7,0.6,50,2\n", "output.csv:4: empty cell name"),
-    ("duplicate", "E001,0.7,0.6,50,2\n", "output.csv:4: cell E001 is also on line 2"),
+    ("garbage", "xx,yy\n", "output.csv:4: 2 fields where the header has 6"),
+    ("truncated", "E003,0.71\n", "output.csv:4: 2 fields where the header has 6"),
+    ("too-many-fields", "E003,0.7,0.6,50,2,1,9\n", "output.csv:4: 7 fields where the header has 6"),
+    ("six-garbage-fields", "a,b,c,d,e,f\n", "output.csv:4: auc 'b' is not a number between 0"),
+    ("nan-auc", "E003,nan,0.6,50,2,1\n", "output.csv:4: auc 'nan' is not a number between"),
+    ("accuracy", "E003,0.7,1.5,50,2,1\n", "output.csv:4: accuracy '1.5' is not a number"),
+    ("n_test", "E003,0.7,0.6,,2,1\n", "output.csv:4: n_test '' is not a count of genes"),
+    ("attempts", "E003,0.7,0.6,50,2,0\n", "output.csv:4: attempts '0' is not a number of attempts"),
+    ("empty-cell", ",0.7,0.6,50,2,1\n", "output.csv:4: empty cell name"),
+    ("duplicate", "E001,0.7,0.6,50,2,1\n", "output.csv:4: cell E001 is also on line 2"),
 ]
 
 
@@ -265,7 +273,7 @@ def test_resume_of_a_malformed_table_ends_in_one_line(tmp_path, tiny_dir):
     before = table.read_text() + "xx,yy\n"
     table.write_text(before)
     res = run_main("--save_dir", save, "--resume")
-    assert_one_line_error(res, f"{table}:3: 2 fields where the header has 5", "fix or remove")
+    assert_one_line_error(res, f"{table}:3: 2 fields where the header has 6", "fix or remove")
     assert table.read_text() == before
 
 

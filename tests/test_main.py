@@ -85,9 +85,12 @@ def test_per_cell_run_writes_everything(per_cell_run, tiny_dir):
     assert args["epochs"] == 1 and args["seed"] == 3 and not args["mix"]
     assert not (save / "output-mix.csv").exists()  # --mix false does not mix
     table = pd.read_csv(save / "output.csv", dtype={"cell": str})
-    assert list(table.columns) == ["cell", "auc", "accuracy", "n_test", "best_epoch"]
+    assert list(table.columns) == ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts"]
     assert list(table.cell) == ["S001", "S002", "S003"]
     assert (table.n_test == 40).all() and (table.best_epoch == 1).all()
+    # 40 validation genes are too few to tell a stall: one attempt each, and it is said once.
+    assert (table.attempts == 1).all() and res.stdout.count("No restarts:") == 1
+    assert not list(save.glob("*/attempts*"))
     for cell in table.cell:
         for name in PER_CELL_FILES:
             assert (save / cell / name).exists(), f"{cell}/{name} missing"
