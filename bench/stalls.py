@@ -794,11 +794,15 @@ def main(argv=None) -> int:
         for name, noise in zip(names, args.noises):
             baseline[name] = logistic_auc(data_dir / name)
             print(f"{name} (noise {noise:g}): logistic regression test AUC {baseline[name][0]:.3f}")
+        # Seed by seed, every cell: a benchmark stopped early has covered every cell alike.
         plan = []  # (cell, noise, seed, save, kept plain run or None, action)
-        for name, noise in zip(names, args.noises):
-            for seed in range(size.seeds):
+        for seed in range(size.seeds):
+            for name, noise in zip(names, args.noises):
                 save = tmp / "runs" / f"{name}-seed{seed}"
                 kept = Path(args.reuse) / "runs" / save.name if args.reuse else None
+                if kept and not (kept / "seconds.json").is_file():
+                    print(f"{name} seed {seed}: no finished plain run in {kept}: left out")
+                    continue
                 trigger = kept and restart_trigger(data_dir, name, kept, size.epochs)
                 if kept and not trigger:
                     verify = sum(p[-1] == "verify" for p in plan) < args.verify
@@ -861,6 +865,8 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - started
+    planned = len(names) * size.seeds
+    runs.sort(key=lambda r: (names.index(r.cell), r.seed))
     lines = report(
         args.label,
         command,
@@ -874,7 +880,7 @@ def main(argv=None) -> int:
         wall,
         (load_start, bench.loadavg()),
         (args.reuse, verified),
-        len(plan),
+        planned,
     )
     print("\n" + "\n".join(lines) + "\n")
     old = out.read_text() if out.is_file() else ""
