@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 import data
+import distribute
 import experiments
 import files
 import results
@@ -518,30 +518,6 @@ def _counts(test_csv: Path, rows: list[int]) -> np.ndarray:
     return planes[:, rows, :].transpose(1, 2, 0)
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow without its start-up INFO lines (no CUDA driver, oneDNN on), printed
-    at import before TF_CPP_MIN_LOG_LEVEL applies; anything else it says is passed on. The
-    same filter as main.py's (which no other module imports)."""
-    import re
-    import tempfile
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    info = re.compile(r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(x for x in lines if not info.match(x)))
-
-
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     run = Path(args.run)
@@ -556,7 +532,7 @@ def main(argv=None) -> int:
     except (ExplainError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import_tensorflow_quietly()
+    distribute.import_tensorflow_quietly()
     import utils
 
     try:

@@ -15,8 +15,6 @@ import argparse
 import errno
 import json
 import math
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -387,37 +385,9 @@ def default_run_name(args) -> str:
     return name
 
 
-# An INFO line of TensorFlow's C++ logging, and absl's notice that precedes such lines.
-TF_INFO_LINE = re.compile(
-    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
-    r"|WARNING: All log messages before absl::InitializeLog\(\)"
-)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras without their start-up INFO lines (oneDNN is on, no CUDA
-    driver), which hide the run's own first lines: TensorFlow 2.21 prints them at import,
-    before TF_CPP_MIN_LOG_LEVEL applies. Whatever else reaches stderr meanwhile (a warning,
-    an error) is passed on."""
-    import tempfile
-
-    # TensorFlow's C++ messages after start-up (graph-version notices) hide the epoch lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import keras  # noqa: F401  (imports TensorFlow)
-            import tensorflow  # noqa: F401
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(x for x in lines if not TF_INFO_LINE.match(x)))
-            sys.stderr.flush()
+# TensorFlow's start-up lines are filtered in distribute.py (explain.py starts it too).
+TF_INFO_LINE = distribute.TF_INFO_LINE
+import_tensorflow_quietly = distribute.import_tensorflow_quietly
 
 
 def main(argv=None) -> int:
