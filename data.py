@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -506,9 +507,16 @@ def _write_cache(cache: Path, split: Split) -> None:
         pass
 
 
+# np.load parses each .npy header with ast.literal_eval, and CPython 3.11's AST builder is not
+# safe from two threads at once (load_cell's: "SystemError: AST constructor recursion depth
+# mismatch", seen in CI on 3.11.7): one cache read at a time.
+_CACHE_READ = threading.Lock()
+
+
 def _read_cache(cache: Path, what: tuple[str, ...] = ("x", "labels", "ids")) -> dict | None:
     try:
-        return {k: np.load(cache / f"{k}.npy", allow_pickle=False) for k in what}
+        with _CACHE_READ:
+            return {k: np.load(cache / f"{k}.npy", allow_pickle=False) for k in what}
     except (OSError, ValueError):
         return None
 
