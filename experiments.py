@@ -25,17 +25,11 @@ import files
 import restarts
 from results import TABLES, Results, holds_results, table_name, write_predictions
 
+# A training's files in its model's folder; an attempt replaced by a restart keeps them in
+# <folder>/attempts/<n>/.
+TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras", "tensorboard")
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
-MIX_TRAINING_FILES = (
-    "log.csv",
-    "log.png",
-    "best_model.keras",
-    "final_model.keras",
-    "tensorboard",
-    "trained.json",
-    "attempts",
-    "attempts.csv",
-)
+MIX_TRAINING_FILES = (*TRAINING_FILES, "trained.json", "attempts", "attempts.csv")
 
 
 class ExperimentError(Exception):
@@ -242,11 +236,6 @@ def test_cell(model, cell: str, split, folder: Path, best_epoch) -> dict:
         "n_test": res["n"],
         "best_epoch": best_epoch,
     }
-
-
-# A training's files in its model's folder; an attempt replaced by a restart keeps them in
-# <folder>/attempts/<n>/.
-TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras", "tensorboard")
 
 
 _SAID = set()
@@ -512,7 +501,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         )
 
 
-def train_mixed(args, mix, save: Path, cells: list[str]) -> int:
+def train_mixed(args, mix, save: Path, cells: list[str]) -> tuple[int | None, int | None]:
     """Train the mixed model into save/best_model.keras unless a resumed run already did;
     return (its best epoch, the attempts it took). save/trained.json records that training
     finished."""

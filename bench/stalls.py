@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -262,9 +263,10 @@ def logistic_auc(cell_dir: Path) -> tuple[float, bool]:
     return float(auc), bool(model.n_iter_.max() < MAX_ITER)
 
 
-def majority_rate(cell_dir: Path) -> float:
-    labels = data.load_cell(cell_dir).valid.labels
-    return float(max(labels.mean(), 1 - labels.mean()))
+@functools.cache
+def valid_labels(cell_dir: Path) -> np.ndarray:
+    """The cell's validation labels, read once per cell (every run of it is judged by them)."""
+    return data.load_cell(cell_dir).valid.labels
 
 
 def main_command(data_dir, cell, seed, save, epochs, extra: list[str]) -> list[str]:
@@ -331,7 +333,7 @@ def judged(data_dir: Path, cell, noise, seed, save: Path, seconds: float) -> Run
     """The run main.py left in `save`, judged."""
     test_auc, tested_epoch, attempts = read_result(save / "output.csv", cell)
     log = read_log(save / cell / "log.csv")
-    verdict = judge(log, test_auc, majority_rate(data_dir / cell))
+    verdict = judge(log, test_auc, restarts.majority_rate(valid_labels(data_dir / cell)))
     return Run(
         cell,
         noise,
@@ -361,7 +363,7 @@ def restart_trigger(data_dir: Path, cell: str, save: Path, epochs: int) -> str |
     recorded = json.loads((save / "args.json").read_text())
     if recorded.get("restarts"):
         raise RuntimeError(f"{save}: ran with --restarts {recorded['restarts']}, not plain")
-    labels = data.load_cell(data_dir / cell).valid.labels
+    labels = valid_labels(data_dir / cell)
     if restarts.guard_applies(labels):
         return None
     log = read_log(save / cell / "log.csv")

@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def tiny_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     data.synthesize(out, n_cells=3, n_genes=40, seed=7)
     return out
+
+
+def run_script(script: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of the project's scripts (e.g. "utils.py") from the repo root, output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def assert_one_line_error(res, *fragments):

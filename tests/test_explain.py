@@ -17,7 +17,7 @@ import pytest
 
 import data
 import explain
-from conftest import ROOT, assert_one_line_error, gene_rows, write_split
+from conftest import ROOT, assert_one_line_error, gene_rows, run_script, write_split
 
 CELL = "P001"
 MARK = data.MARKS.index("H3K4me3")
@@ -303,12 +303,7 @@ def test_command_saliency_into_out_folder(planted, tmp_path):
 
 
 def run_explain(*argv):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "explain.py"), *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_script("explain.py", *argv, timeout=120)
 
 
 def test_bad_input_one_line_errors(planted, tmp_path):

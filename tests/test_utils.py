@@ -5,8 +5,6 @@ import json
 import math
 import shutil
 import statistics
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -15,7 +13,7 @@ import pytest
 import data
 import results
 import utils
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,13 +44,7 @@ def write_run(folder, cells, aucs, mix=False, variant="full", extra=None):
 
 
 def run_utils(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "utils.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    return run_script("utils.py", *args)
 
 
 def test_compare_two_runs_summary_equals_independent_computation(tmp_path):
