@@ -633,6 +633,13 @@ def parse_args(argv):
         "--seeds", type=int, default=None, help="seeds 0 .. N-1 per cell [Default: the mode's]"
     )
     parser.add_argument(
+        "--first_seeds",
+        default=None,
+        help="comma-separated seeds (of 0 .. N-1) to run before the others, e.g. 3,4,5: the "
+        "order only, the report is the same; with --work, a benchmark stopped early has "
+        "covered these seeds [Default: seed order]",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="main.py --epochs [Default: the mode's]"
     )
     parser.add_argument(
@@ -748,6 +755,15 @@ def parse_args(argv):
         parser.error("--label must be one non-empty line")
     if "-->" in args.label or "<!--" in args.label:
         parser.error("--label may not hold '-->' or '<!--' (it goes into an HTML comment)")
+    args.seed_order = list(range(size.seeds))
+    if args.first_seeds is not None:
+        try:
+            first = [int(v) for v in args.first_seeds.split(",")]
+        except ValueError:
+            parser.error(f"--first_seeds {args.first_seeds!r}: not comma-separated seeds")
+        if len(set(first)) != len(first) or not all(0 <= v < size.seeds for v in first):
+            parser.error(f"--first_seeds must be distinct seeds from 0 to {size.seeds - 1}")
+        args.seed_order = first + [s for s in args.seed_order if s not in first]
     if args.report_only and not args.work:
         parser.error("--report_only needs --work, the folder whose finished runs it reports")
     if args.verify < 0:
@@ -798,7 +814,7 @@ def main(argv=None) -> int:
             print(f"{name} (noise {noise:g}): logistic regression test AUC {baseline[name][0]:.3f}")
         # Seed by seed, every cell: a benchmark stopped early has covered every cell alike.
         plan = []  # (cell, noise, seed, save, kept plain run or None, action)
-        for seed in range(size.seeds):
+        for seed in args.seed_order:
             for name, noise in zip(names, args.noises):
                 save = tmp / "runs" / f"{name}-seed{seed}"
                 kept = Path(args.reuse) / "runs" / save.name if args.reuse else None
