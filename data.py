@@ -15,8 +15,8 @@ Command line::
 
     python data.py synth --out DIR --cells 3 --genes 200 --seed 0   # generate a data_dir
 
-Getting the real data (Zenodo) is download.py's job; the network and its training are
-Convnet.py's.
+Getting the real data (Zenodo) is download.py's job, building cells from your own histone tracks
+is build.py's; the network and its training are Convnet.py's.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class DataError(Exception):
 class Split(NamedTuple):
     """One split of one cell (or of the pooled cells).
 
-    x: float32 (n_genes, 505 or 500, 1); y: float32 one-hot (n_genes, 2);
+    x: float32 (n_genes, 505 or 500, 1); y: float32 one-hot (n_genes, 2), or None for a cell
+    built without expression values (build.py; main.py --predict only);
     ids: str (n_genes,) gene ids with their leading zeros; cells: str (n_genes,) or None,
     the cell each gene comes from (pooled data only).
     """
@@ -314,11 +315,12 @@ def _first_row_off_block(gene_col, n_genes: int) -> int:
     return int(hits[0]) if len(hits) else -1
 
 
-def _parse_split(path: Path):
+def _parse_split(path: Path, unlabeled_ok: bool = False):
     """Parse and check one split file.
 
     Returns (planes float32 (5, n_genes, 100): the counts, one plane per mark;
-    labels int8 (n_genes,); ids str (n_genes,)).
+    labels int8 (n_genes,), all -1 for a file whose label field is empty on every line (a cell
+    built without expression values: an error unless unlabeled_ok); ids str (n_genes,)).
     Raises DataError naming the file, and the line or gene, of the first problem found.
     """
     import pyarrow as pa
@@ -357,9 +359,15 @@ def _parse_split(path: Path):
     def fail_row(row: int, problem: str) -> DataError:
         return DataError(f"{path}:{_line_of_row(path, int(row))}: {problem}")
 
+    unlabeled = table.column("label").null_count == n_rows
+    if unlabeled and not unlabeled_ok:
+        raise DataError(
+            f"{path}: no labels (the label field is empty on every line): a cell built without "
+            "expression values can only be predicted: python main.py --weights MODEL --predict DIR"
+        )
     for name in COLUMNS:
         col = table.column(name)
-        if col.null_count:
+        if col.null_count and not (name == "label" and unlabeled):
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             what = "gene id" if name == "gene_id" else name
             raise fail_row(row, f"{what} is missing or NaN")
@@ -387,8 +395,9 @@ def _parse_split(path: Path):
             )
         raise fail_row(row, f"{MARKS[j]} count {planes[j, row]:g} is negative")
 
-    labels = table.column("label").to_numpy()
-    bad = (labels != 0) & (labels != 1)
+    # An unlabeled cell's labels are -1 from here on (Split.y None).
+    labels = np.full(n_rows, -1, np.int8) if unlabeled else table.column("label").to_numpy()
+    bad = (labels != 0) & (labels != 1) & (labels != -1)
     if bad.any():
         row = np.flatnonzero(bad)[0]
         raise fail_row(row, f"label {labels[row]} is not 0 or 1")
@@ -489,13 +498,13 @@ def _cache_path(path: Path, additional_features: bool) -> Path:
     return path.parent / ".cache" / f"{path.stem}-{digest}"
 
 
-def _write_cache(cache: Path, split: Split) -> None:
+def _write_cache(cache: Path, split: Split, labels: np.ndarray) -> None:
     """Write the arrays as one folder renamed into place, so a reader never sees half a cache;
     stale keys of the same split are removed first. A read-only data folder means no cache."""
 
     def write(tmp: Path) -> None:
         np.save(tmp / "x.npy", split.x)
-        np.save(tmp / "labels.npy", split.labels)
+        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int8))
         np.save(tmp / "ids.npy", split.ids)
 
     try:
@@ -522,9 +531,15 @@ def _read_cache(cache: Path, what: tuple[str, ...] = ("x", "labels", "ids")) -> 
 
 
 def load_split(
-    path: str | os.PathLike, additional_features: bool = True, cache: bool = True
+    path: str | os.PathLike,
+    additional_features: bool = True,
+    cache: bool = True,
+    unlabeled_ok: bool = False,
 ) -> Split:
     """Load one split CSV as a Split (x float32 (n, 505|500, 1), y float32 (n, 2), ids str).
+
+    With unlabeled_ok, a file without labels (empty label fields, written by build.py without
+    expression values) loads with y None; otherwise it is a DataError.
 
     Parsed arrays are cached in ``.cache/`` beside the file, keyed by the file's path, size and
     modification time and by the preprocessing option, so an edited file is parsed again.
@@ -534,19 +549,29 @@ def load_split(
         cache_file = _cache_path(path, additional_features)
         if cache_file.is_dir():
             hit = _read_cache(cache_file)
-            if hit is not None:
-                return Split(hit["x"], one_hot(hit["labels"]), hit["ids"])
-    planes, labels, ids = _parse_split(path)
-    split = Split(_features(planes, additional_features), one_hot(labels), ids)
+            # An unlabeled file's cache (labels -1) serves only where that is allowed; otherwise
+            # the file is parsed again and refused with its own message.
+            if hit is not None and (unlabeled_ok or not (hit["labels"] < 0).any()):
+                return _split(hit["x"], hit["labels"], hit["ids"])
+    planes, labels, ids = _parse_split(path, unlabeled_ok)
+    split = _split(_features(planes, additional_features), labels, ids)
     if cache:
-        _write_cache(_cache_path(path, additional_features), split)
+        _write_cache(_cache_path(path, additional_features), split, labels)
     return split
 
 
+def _split(x: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> Split:
+    return Split(x, None if (labels < 0).any() else one_hot(labels), ids)
+
+
 def load_cell(
-    cell_dir: str | os.PathLike, additional_features: bool = True, cache: bool = True
+    cell_dir: str | os.PathLike,
+    additional_features: bool = True,
+    cache: bool = True,
+    unlabeled_ok: bool = False,
 ) -> Cell:
-    """All three splits of one cell (``<cell>/classification/`` or the folder of the CSVs)."""
+    """All three splits of one cell (``<cell>/classification/`` or the folder of the CSVs);
+    unlabeled_ok: as load_split."""
     cell_dir = Path(cell_dir)
     if not cell_dir.is_dir():
         raise DataError(f"{cell_dir}: cell folder not found")
@@ -555,7 +580,10 @@ def load_cell(
     # preprocessing overlap the next one's parse.
     with ThreadPoolExecutor(len(SPLITS)) as pool:
         splits = list(
-            pool.map(lambda s: load_split(cls / f"{s}.csv", additional_features, cache), SPLITS)
+            pool.map(
+                lambda s: load_split(cls / f"{s}.csv", additional_features, cache, unlabeled_ok),
+                SPLITS,
+            )
         )
     name = cell_dir.name if cls != cell_dir else cell_dir.resolve().parent.name
     return Cell(name, *splits)
@@ -796,8 +824,16 @@ def main(argv=None) -> int:
             if argv[1:]
             else "the download is its own command: python download.py --data_dir DIR"
         )
+    if argv[:1] == ["build"]:
+        # Building cells from tracks is build.py's (it imports data.py).
+        raise DataError(
+            "building cells from histone tracks is its own command: python build.py "
+            + (" ".join(argv[1:]) if argv[1:] else "-h")
+        )
     parser = argparse.ArgumentParser(
-        prog="data.py", description="Data tools for the 1D CNN gene expression project."
+        prog="data.py",
+        description="Data tools for the 1D CNN gene expression project (your own cells from "
+        "histone tracks: python build.py -h; the real data: python download.py -h).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synth", help="write a synthetic data_dir in the real on-disk format")

@@ -17,13 +17,21 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import data
 import distribute
 import files
 import restarts
-from results import TABLES, Results, holds_results, table_name, write_predictions
+from results import (
+    TABLES,
+    Results,
+    holds_results,
+    table_name,
+    write_cell_predictions,
+    write_predictions,
+)
 
 # A training's files in its model's folder; an attempt replaced by a restart keeps them in
 # <folder>/attempts/<n>/.
@@ -663,6 +671,52 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
         row = test_cell(model, cell, split, save / cell, None)
         results.add(row)
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
+
+
+def run_predict(args, cells: list[str], save: Path, results: Results) -> None:
+    """Predict every gene of each chosen cell with saved model(s), labels or not: per cell,
+    predictions.csv over its three splits; the test split's AUC only where it has labels."""
+    import Convnet
+
+    paths = dict(zip(cells, weights_paths(args, cells)))
+    loaded = {}
+    for i, cell in enumerate(cells, 1):
+        if results.done(cell):
+            continue
+        STOP.check()
+        path = paths[cell]
+        if path not in loaded:
+            loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
+        model = loaded[path]
+        features = model.input_shape[1] == data.input_length(True)
+        splits = data.load_cell(
+            Path(args.data_dir) / cell, additional_features=features, unlabeled_ok=True
+        )
+        predicted = {}
+        for name in data.SPLITS:
+            split = getattr(splits, name)
+            predicted[name] = (split, Convnet.predict_proba(model, split.x))
+        folder = save / cell
+        folder.mkdir(parents=True, exist_ok=True)
+        write_cell_predictions(folder, predicted)
+        proba = np.concatenate([p for _, p in predicted.values()])
+        test, test_proba = predicted["test"]
+        auc = Convnet.roc_auc(test.y, test_proba) if test.y is not None else None
+        row = {
+            "cell": cell,
+            "n_genes": len(proba),
+            "predicted_high": float(np.mean(proba >= 0.5)),
+            "auc": auc,
+            "n_test": len(test.ids) if test.y is not None else None,
+            "model": str(path),
+        }
+        results.add(row)
+        scored = f", test AUC {auc:.4f}" if auc is not None else " (no labels)"
+        print(
+            f"Cell {i}/{len(cells)}: {cell}: {len(proba):,} genes predicted, "
+            f"{row['predicted_high']:.1%} high{scored} ({path})",
+            flush=True,
+        )
 
 
 def weights_paths(args, cells: list[str]) -> list[Path]:

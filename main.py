@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: none, train new models",
     )
     p.add_argument(
+        "--predict",
+        default=None,
+        metavar="DIR",
+        help="with --weights: predict every gene (all three splits) of each cell in DIR, "
+        "which may lack labels (build.py without expression values); writes "
+        "<cell>/predictions.csv and no training; DIR replaces --data_dir (default: off)",
+    )
+    p.add_argument(
         "--finetune",
         action="store_true",
         help="after the mixed model is trained, start from it for each cell and "
@@ -277,6 +285,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UsageError("--freeze_conv applies to fine-tuning: add --finetune")
     if args.finetune:
         args.mix = True
+    if args.predict is not None:
+        if not args.weights:
+            raise UsageError(
+                "--predict needs --weights: a saved model (.keras) or a run folder with one"
+            )
+        if args.mix:
+            raise UsageError("--predict uses a saved model: it cannot train (--mix, --finetune)")
+        args.data_dir = args.predict
     if args.jit and args.seed is not None:
         raise UsageError(
             "--jit cannot be combined with --seed: TensorFlow's deterministic ops exclude XLA"
@@ -360,7 +376,8 @@ def adopt_recorded_settings(args, argv) -> None:
 def default_run_name(args) -> str:
     if args.weights and not args.finetune:
         w = Path(args.weights)
-        return f"test-{w.parent.name}-{w.stem}" if w.is_file() else f"test-{w.name}"
+        what = "predict" if args.predict is not None else "test"
+        return f"{what}-{w.parent.name}-{w.stem}" if w.is_file() else f"{what}-{w.name}"
     experiment = (
         "percell"
         if not args.mix
@@ -450,12 +467,18 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
             save = Path(args.save_dir)
             results.read_table(save / results.table_name(args), results.table_columns(args))
     data_dir = Path(args.data_dir)
+    if args.predict is not None and not data_dir.is_dir():
+        raise UsageError(f"--predict {data_dir}: no such folder (a data folder of cells)")
     if not data_dir.is_dir():
         raise data.DataError(NO_DATA_HELP.format(data_dir=data_dir))
     cells = data.select_cells(data_dir, args.cells)
     args.features = args.variant != "no_additional_features"
     for cell in cells:
-        data.load_cell(data_dir / cell, additional_features=args.features)
+        data.load_cell(
+            data_dir / cell,
+            additional_features=args.features,
+            unlabeled_ok=args.predict is not None,
+        )
     if args.holdout_cell and args.holdout_cell not in cells:
         if args.cells is not None:
             raise UsageError(f"--holdout_cell {args.holdout_cell} is not among --cells")
@@ -496,7 +519,9 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
     from utils import model_title, plot_model
 
     experiment = (
-        experiments.run_finetune
+        experiments.run_predict
+        if args.predict is not None
+        else experiments.run_finetune
         if args.finetune
         else experiments.run_weights
         if args.weights
@@ -558,6 +583,8 @@ def print_summary(table_rows) -> None:
     rows = table_rows.values()
     for key in [k for k in table_rows.columns if k.startswith("auc")]:
         aucs = np.array([r.get(key) for r in rows], dtype=float)
+        if np.isnan(aucs).all():
+            continue  # predicted cells without labels have no AUC
         what = key.replace("auc_", "") + " " if key != "auc" else ""
         print(
             f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "

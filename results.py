@@ -39,7 +39,10 @@ FINETUNE_COLUMNS = [
 ]
 # The columns added with restarts: a table without them (written before) is still resumed.
 LATER_COLUMNS = ("attempts", "attempts_mixed", "attempts_finetuned")
-TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv")
+# Predicting with a saved model (main.py --predict): per cell, the genes predicted, the share
+# predicted high (probability >= 0.5) and, where the cell has labels, the test split's AUC.
+PREDICT_COLUMNS = ["cell", "n_genes", "predicted_high", "auc", "n_test", "model"]
+TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv", "output-predict.csv")
 
 ROOT = Path(__file__).resolve().parent
 BASELINES = ROOT / "baselines" / "published_auc.csv"
@@ -67,12 +70,18 @@ def display_path(path: Path) -> str:
 
 
 def table_name(args) -> str:
-    """The run's results table: output.csv (per cell), output-mix.csv or output-finetune.csv."""
+    """The run's results table: output.csv (per cell), output-mix.csv, output-finetune.csv or
+    output-predict.csv."""
+    if getattr(args, "predict", None) is not None:
+        return TABLES[3]
     return TABLES[2] if args.finetune else TABLES[1] if args.mix else TABLES[0]
 
 
 def table_columns(args) -> list[str]:
-    """The run's results-table columns: RESULT_COLUMNS, or FINETUNE_COLUMNS when fine-tuning."""
+    """The run's results-table columns: RESULT_COLUMNS, FINETUNE_COLUMNS when fine-tuning,
+    PREDICT_COLUMNS when predicting."""
+    if getattr(args, "predict", None) is not None:
+        return PREDICT_COLUMNS
     return FINETUNE_COLUMNS if args.finetune else RESULT_COLUMNS
 
 
@@ -91,6 +100,27 @@ def write_predictions(folder: Path, split, proba) -> None:
         folder / "predictions.csv",
         pd.DataFrame({"gene_id": split.ids, "label": split.labels, "probability": proba}),
     )
+
+
+def write_cell_predictions(folder: Path, cell) -> None:
+    """predictions.csv of main.py --predict: gene_id, split, label (empty for a cell without
+    labels) and the class-1 probability of every gene of the cell, split by split.
+
+    cell: dict split name -> (data.Split, float (n,) probabilities), in split order.
+    """
+    parts = []
+    for name, (split, proba) in cell.items():
+        labels = (
+            pd.array(split.labels, dtype="Int8")
+            if split.y is not None
+            else pd.array([None] * len(split.ids), dtype="Int8")
+        )
+        parts.append(
+            pd.DataFrame(
+                {"gene_id": split.ids, "split": name, "label": labels, "probability": proba}
+            )
+        )
+    files.write_csv(folder / "predictions.csv", pd.concat(parts, ignore_index=True))
 
 
 def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
@@ -150,15 +180,19 @@ def _result_field_problem(column: str, text: str) -> str | None:
         return None
     if column.startswith(("auc", "accuracy")):
         what, lowest, highest, integer = "a number between 0 and 1", 0, 1, False
-    elif column == "n_test":
+    elif column in ("n_test", "n_genes"):
         what, lowest, highest, integer = "a count of genes", 1, math.inf, True
+    elif column == "predicted_high":
+        what, lowest, highest, integer = "a fraction between 0 and 1", 0, 1, False
     elif column.startswith("best_epoch"):
         what, lowest, highest, integer = "an epoch number", 0, math.inf, True
     elif column.startswith("attempts"):
         what, lowest, highest, integer = "a number of attempts", 1, math.inf, True
     else:
         return None
-    if not text.strip() and column.startswith(("auc", "best_epoch", "attempts")):
+    if not text.strip() and (
+        column.startswith(("auc", "best_epoch", "attempts")) or column == "n_test"
+    ):
         return None
     try:
         value = float(text)
