@@ -48,9 +48,11 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -164,11 +166,19 @@ def read_annotation(path: Path, gene_type: str | None = None) -> Genes:
     check_readable(path, "annotation")
     kind = suffix(path)
     if kind in GTF:
-        return _read_gtf(path, gene_type)
-    if kind == ".bed":
+        genes = _read_gtf(path, gene_type)
+    elif kind == ".bed":
         if gene_type:
             raise DataError(f"{path}: --gene_type needs a GTF/GFF annotation, not a BED")
-        return _read_tss_bed(path)
+        genes = _read_tss_bed(path)
+    else:
+        genes = None
+    if genes is not None:
+        # The data format is a CSV without quoting: an id must not hold a comma.
+        bad = np.char.find(genes.ids.astype(str), ",") >= 0
+        if bad.any():
+            raise DataError(f"{path}: gene id {genes.ids[bad][0]!r} holds a comma")
+        return genes
     raise DataError(
         f"{path}: unknown annotation kind {kind or '(no ending)'}: expected .gtf, .gff, .gff3 "
         "or .bed (optionally .gz)"
@@ -608,6 +618,24 @@ def build_cell(
     return Built(genes, counts, labels, split, dropped, median)
 
 
+def replace(folder: Path, write) -> None:
+    """``write(folder)`` where ``folder`` may hold an earlier build (--overwrite): the old one is
+    moved aside first and removed only once the new one is in place, put back if writing
+    fails."""
+    if not folder.exists():
+        write(folder)
+        return
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    try:
+        write(folder)
+    except BaseException:
+        os.replace(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_cell(folder: Path, built: Built) -> None:
     """``folder/classification/{train,valid,test}.csv`` in the released format, written as one
     folder renamed into place. Whole-number counts are written as integers; the label field is
@@ -819,11 +847,7 @@ def main(argv=None) -> int:
                 f"{cell}: no gene in the {empty} split ({len(built.genes.ids):,} genes written "
                 "in all): too few genes to fill train, valid and test"
             )
-        if args.overwrite and (out / cell).exists():
-            import shutil
-
-            shutil.rmtree(out / cell)
-        write_cell(out / cell, built)
+        replace(out / cell, functools.partial(write_cell, built=built))
         dropped = ", ".join(f"{v:,} {k}" for k, v in built.dropped.items() if v) or "none"
         labels = (
             f"label 1 above the median {built.median:.4g}"

@@ -394,3 +394,18 @@ def test_build_speed_benchmark_tiny(tmp_path):
     text = out.read_text()
     assert "<!-- build_speed.py: tiny begin -->" in text
     assert "200 of 200 genes written" in text
+
+
+def test_overwrite_replaces_a_cell(round_trip, tmp_path):
+    _, tracks, gtf, labeled, *_ = round_trip
+    out = tmp_path / "again"
+    assert run_script("build.py", *build_args(out, tracks, gtf, "C")).returncode == 0
+    with pytest.raises(data.DataError, match="no labels"):
+        data.load_cell(out / "C", cache=False)
+    table = labeled.parent / "expression.csv"
+    res = run_script(
+        "build.py", *build_args(out, tracks, gtf, "C", "--expression", table, "--overwrite")
+    )
+    assert res.returncode == 0, res.stderr
+    assert data.load_cell(out / "C", cache=False).train.y is not None
+    assert sorted(p.name for p in out.iterdir()) == ["C", "build.json"]
