@@ -707,7 +707,7 @@ def run_predict(args, cells: list[str], save: Path, results: Results) -> None:
             "n_genes": len(proba),
             "predicted_high": float(np.mean(proba >= 0.5)),
             "auc": auc,
-            "n_test": len(test.ids) if test.y is not None else None,
+            "n_test": len(test.ids),
             "model": str(path),
         }
         results.add(row)

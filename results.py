@@ -40,7 +40,8 @@ FINETUNE_COLUMNS = [
 # The columns added with restarts: a table without them (written before) is still resumed.
 LATER_COLUMNS = ("attempts", "attempts_mixed", "attempts_finetuned")
 # Predicting with a saved model (main.py --predict): per cell, the genes predicted, the share
-# predicted high (probability >= 0.5) and, where the cell has labels, the test split's AUC.
+# predicted high (probability >= 0.5), the test split's genes and, where the cell has labels,
+# their AUC.
 PREDICT_COLUMNS = ["cell", "n_genes", "predicted_high", "auc", "n_test", "model"]
 TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv", "output-predict.csv")
 
@@ -190,9 +191,7 @@ def _result_field_problem(column: str, text: str) -> str | None:
         what, lowest, highest, integer = "a number of attempts", 1, math.inf, True
     else:
         return None
-    if not text.strip() and (
-        column.startswith(("auc", "best_epoch", "attempts")) or column == "n_test"
-    ):
+    if not text.strip() and column.startswith(("auc", "best_epoch", "attempts")):
         return None
     try:
         value = float(text)
