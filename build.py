@@ -208,18 +208,8 @@ def _read_gtf(path: Path, gene_type: str | None) -> Genes:
     genes = genes[genes["gene_id"].notna()]
     if genes.empty:
         raise DataError(f"{path}: no gene_id (GTF) or gene_id=/ID= (GFF3) in the gene records")
-    start = _integers(genes, "start", path, "start")
-    end = _integers(genes, "end", path, "end")
-    strand = _strands(genes, path)
     # GTF positions are 1-based and inclusive: the 5' base is start - 1 or end - 1, 0-based.
-    frame = pd.DataFrame(
-        {
-            "id": genes["gene_id"].to_numpy(str),
-            "chrom": genes["chrom"].to_numpy(str),
-            "strand": strand,
-            "tss": np.where(strand > 0, start - 1, end - 1),
-        }
-    )
+    frame = _five_prime(genes.rename(columns={"gene_id": "id"}), path, one_based=True)
     # Several transcripts (or a gene record repeated) per gene: its most 5' start, on the first
     # chromosome and strand it was seen on.
     first = frame.drop_duplicates("id")[["id", "chrom", "strand"]]
@@ -227,12 +217,16 @@ def _read_gtf(path: Path, gene_type: str | None) -> Genes:
     plus = frame[frame["strand"] > 0].groupby("id", sort=False)["tss"].min()
     minus = frame[frame["strand"] < 0].groupby("id", sort=False)["tss"].max()
     tss = pd.concat([plus, minus])
-    first = first.assign(tss=first["id"].map(tss))
+    return _genes(first.assign(tss=first["id"].map(tss)))
+
+
+def _genes(frame: pd.DataFrame) -> Genes:
+    """Genes from a table with the columns id, chrom, tss and strand."""
     return Genes(
-        first["id"].to_numpy(str),
-        first["chrom"].to_numpy(str),
-        first["tss"].to_numpy(np.int64),
-        first["strand"].to_numpy(np.int8),
+        frame["id"].to_numpy(str),
+        frame["chrom"].to_numpy(str),
+        frame["tss"].to_numpy(np.int64),
+        frame["strand"].to_numpy(np.int8),
     )
 
 
@@ -246,22 +240,23 @@ def _read_tss_bed(path: Path) -> Genes:
                 f"{path}: a TSS BED needs 6 columns (chrom, start, end, gene id, score, strand)"
             ) from None
         raise
-    start = _integers(table, "start", path, "start")
-    end = _integers(table, "end", path, "end")
+    frame = _five_prime(table.rename(columns={"name": "id"}), path, one_based=False)
+    return _genes(frame.drop_duplicates("id"))
+
+
+def _five_prime(table: pd.DataFrame, path: Path, one_based: bool) -> pd.DataFrame:
+    """id, chrom, strand and tss (the 0-based 5' base: the start on the plus strand, the last
+    base on the minus strand) of records with the columns id, chrom, start, end, strand."""
+    start = _integers(table, "start", path, "start") - one_based
+    end = _integers(table, "end", path, "end")  # 1-based inclusive or 0-based exclusive alike
     strand = _strands(table, path)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "id": table["name"].to_numpy(str),
+            "id": table["id"].to_numpy(str),
             "chrom": table["chrom"].to_numpy(str),
-            "tss": np.where(strand > 0, start, end - 1),
             "strand": strand,
+            "tss": np.where(strand > 0, start, end - 1),
         }
-    ).drop_duplicates("id")
-    return Genes(
-        frame["id"].to_numpy(str),
-        frame["chrom"].to_numpy(str),
-        frame["tss"].to_numpy(np.int64),
-        frame["strand"].to_numpy(np.int8),
     )
 
 
@@ -877,8 +872,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    data.run_command(main)

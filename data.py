@@ -876,9 +876,15 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_command(main) -> None:
+    """Run a command line's ``main()`` and exit with its status; bad input (DataError) ends in
+    one line on stderr and exit status 2, no traceback. For data.py, download.py and build.py."""
     try:
         sys.exit(main())
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_command(main)

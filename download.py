@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import files
-from data import SPLITS, DataError, list_cells
+from data import SPLITS, DataError, list_cells, run_command
 
 # ---------------------------------------------------------------------------------------------
 # Downloading and unpacking the Zenodo record
@@ -873,8 +873,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main)

@@ -654,8 +654,10 @@ def pretraining_cells(args, cells: list[str]) -> list[str]:
     return pool
 
 
-def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
-    """Test saved model(s) on each chosen cell's test split, without training."""
+def saved_models(args, cells: list[str], results: Results):
+    """For each unfinished chosen cell, in order: (its number from 1, cell, the --weights model
+    file for it, the loaded model, whether the model reads the additional features). One model
+    is kept in memory at a time."""
     paths = dict(zip(cells, weights_paths(args, cells)))
     loaded = {}
     for i, cell in enumerate(cells, 1):
@@ -664,9 +666,14 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
         STOP.check()
         path = paths[cell]
         if path not in loaded:
-            loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
+            loaded = {path: load_saved_model(path)}
         model = loaded[path]
-        features = model.input_shape[1] == data.input_length(True)
+        yield i, cell, path, model, model.input_shape[1] == data.input_length(True)
+
+
+def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
+    """Test saved model(s) on each chosen cell's test split, without training."""
+    for i, cell, path, model, features in saved_models(args, cells, results):
         split = data.load_cell(Path(args.data_dir) / cell, additional_features=features).test
         row = test_cell(model, cell, split, save / cell, None)
         results.add(row)
@@ -678,17 +685,7 @@ def run_predict(args, cells: list[str], save: Path, results: Results) -> None:
     predictions.csv over its three splits; the test split's AUC only where it has labels."""
     import Convnet
 
-    paths = dict(zip(cells, weights_paths(args, cells)))
-    loaded = {}
-    for i, cell in enumerate(cells, 1):
-        if results.done(cell):
-            continue
-        STOP.check()
-        path = paths[cell]
-        if path not in loaded:
-            loaded = {path: load_saved_model(path)}  # keep one model in memory at a time
-        model = loaded[path]
-        features = model.input_shape[1] == data.input_length(True)
+    for i, cell, path, model, features in saved_models(args, cells, results):
         splits = data.load_cell(
             Path(args.data_dir) / cell, additional_features=features, unlabeled_ok=True
         )

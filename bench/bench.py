@@ -44,10 +44,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
+import files  # noqa: E402
 
 NOTES_MARK = "<!-- notes below are written by hand and kept when bench.py rewrites this file -->"
 FULL_GENES = (6601, 6601, 6600)  # train, valid, test genes of a real cell
 MATMUL_N = 4096
+
+
+def write_block(out: Path, script: str, label: str, lines: list[str]) -> None:
+    """Print a benchmark's report and put it into the Markdown file `out` (put_block)."""
+    print("\n".join(lines))
+    old = out.read_text() if out.is_file() else ""
+    files.write_text(out, put_block(old, script, label, lines))
+    print(f"wrote {out}")
+
+
+def put_block(text: str, script: str, label: str, lines: list[str]) -> str:
+    """`text` with the block of `script` (e.g. "explain_speed.py") and `label` replaced, or
+    appended after NOTES_MARK (added if missing), between ``<!-- SCRIPT: LABEL begin -->`` and
+    ``<!-- SCRIPT: LABEL end -->``; everything else is kept, as bench/stalls.py keeps it."""
+    begin = f"<!-- {script}: {label} begin -->"
+    end = f"<!-- {script}: {label} end -->"
+    block = "\n".join([begin, *lines, end])
+    notes = text.find(NOTES_MARK)
+    start = text.find(begin, notes) if notes >= 0 else -1
+    stop = text.find(end, start) if start >= 0 else -1
+    if start >= 0 and stop >= 0:
+        return text[:start] + block + text[stop + len(end) :]
+    if notes < 0:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + NOTES_MARK + "\n"
+    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 @dataclasses.dataclass

@@ -37,28 +37,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench
 import build
-import files
 from data import MARKS
 
 TARGET_S = 60.0
 SPACING = 15_000
 STEP = 25
-
-
-def put_block(text: str, label: str, lines: list[str]) -> str:
-    """`text` with this label's block replaced, or appended after NOTES_MARK (added if
-    missing); everything else is kept."""
-    begin = f"<!-- build_speed.py: {label} begin -->"
-    end = f"<!-- build_speed.py: {label} end -->"
-    block = "\n".join([begin, *lines, end])
-    notes = text.find(bench.NOTES_MARK)
-    start = text.find(begin, notes) if notes >= 0 else -1
-    stop = text.find(end, start) if start >= 0 else -1
-    if start >= 0 and stop >= 0:
-        return text[:start] + block + text[stop + len(end) :]
-    if notes < 0:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + bench.NOTES_MARK + "\n"
-    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def generate(root: Path, n_chroms: int, per_chrom: int, n_reads: int, seed: int = 0):
@@ -181,11 +164,7 @@ def main(argv=None) -> int:
         f"Target: {20_000:,} genes x 5 bigWigs in <= {TARGET_S:.0f} s (scaled to {n_genes:,} "
         f"genes: {TARGET_S * n_genes / 20_000:.1f} s): {met}. build.py's line: `{written}`",
     ]
-    print("\n".join(lines))
-    out = Path(args.out)
-    old = out.read_text() if out.is_file() else ""
-    files.write_text(out, put_block(old, label, lines))
-    print(f"wrote {out}")
+    bench.write_block(Path(args.out), "build_speed.py", label, lines)
     return 0
 
 

@@ -36,26 +36,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench
 import data
 import explain
-import files
 
 TARGET_S = 120.0
 FULL_TEST_GENES = bench.FULL_GENES[2]
-
-
-def put_block(text: str, label: str, lines: list[str]) -> str:
-    """`text` with this label's block replaced, or appended after NOTES_MARK (added if
-    missing); everything else is kept (bench/stalls.py's rule, with this script's markers)."""
-    begin = f"<!-- explain_speed.py: {label} begin -->"
-    end = f"<!-- explain_speed.py: {label} end -->"
-    block = "\n".join([begin, *lines, end])
-    notes = text.find(bench.NOTES_MARK)
-    start = text.find(begin, notes) if notes >= 0 else -1
-    stop = text.find(end, start) if start >= 0 else -1
-    if start >= 0 and stop >= 0:
-        return text[:start] + block + text[stop + len(end) :]
-    if notes < 0:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + bench.NOTES_MARK + "\n"
-    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def timed(model, x, method: str, steps: int) -> tuple[float, float]:
@@ -150,10 +133,7 @@ def main(argv=None) -> int:
         "per gene gives F(x). A fresh, untrained Conv1DNet: a gradient's time does not depend "
         "on the weights.",
     ]
-    print("\n".join(lines))
-    old = out.read_text() if out.is_file() else ""
-    files.write_text(out, put_block(old, label, lines))
-    print(f"wrote {out}")
+    bench.write_block(out, "explain_speed.py", label, lines)
     return 0
 
 
