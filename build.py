@@ -708,8 +708,14 @@ def check_cell_name(name: str) -> None:
         )
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage dump, exit status 2 (data.run_command).
+        raise DataError(f"{message} (see python build.py -h)")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="build.py",
         description="Build main.py's input (100 bins of 100 bp around each TSS, five marks) "
         "from histone tracks (bigWig, BAM, tagAlign/BED reads) and a gene annotation (GTF/GFF3 "

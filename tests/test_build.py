@@ -341,7 +341,7 @@ def test_bad_inputs_get_one_line(round_trip, tmp_path):
     # A missing mark.
     args = build_args(out, tracks, gtf)
     res = run_script("build.py", *[a for a in args if not str(a).startswith("--H3K9me3")])
-    assert res.returncode == 2 and "H3K9me3" in res.stderr and "Traceback" not in res.stderr
+    assert_one_line_error(res, "no track for H3K9me3")
     # An unreadable track.
     broken = tmp_path / "broken.bw"
     broken.write_bytes(b"not a bigwig at all")
@@ -409,3 +409,28 @@ def test_overwrite_replaces_a_cell(round_trip, tmp_path):
     assert res.returncode == 0, res.stderr
     assert data.load_cell(out / "C", cache=False).train.y is not None
     assert sorted(p.name for p in out.iterdir()) == ["C", "build.json"]
+
+
+def test_sample_sheet_builds_several_cells_with_one_split(round_trip, tmp_path):
+    root, tracks, gtf, labeled, *_ = round_trip
+    sheet = tmp_path / "sheet.csv"
+    rows = ["cell,mark,path"]
+    rows += [f"A,{m},{tracks[m]}" for m in MARKS] + [f"A,expression,{root / 'expression.csv'}"]
+    rows += [f"B,{m},{tracks[m]}" for m in MARKS]
+    sheet.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "sheet-out"
+    res = run_script("build.py", "--out", out, "--samples", sheet, "--annotation", gtf)
+    assert res.returncode == 0, res.stderr
+    assert "A: 360 of 360" in res.stdout and "B: 360 of 360" in res.stdout
+    record = json.loads((out / "build.json").read_text())
+    assert sorted(record["cells"]) == ["A", "B"] and record["cells"]["B"]["expression"] is None
+    for split in data.SPLITS:  # the same genes in each split of both cells, and of MINE
+        ids = [
+            set(pd.read_csv(d / "classification" / f"{split}.csv", header=None)[0])
+            for d in (out / "A", out / "B", labeled / "MINE")
+        ]
+        assert ids[0] == ids[1] == ids[2]
+    # A sheet naming a mark that is not one of the five.
+    sheet.write_text("cell,mark,path\nA,H3K27ac,x.bw\n")
+    res = run_script("build.py", "--out", out, "--samples", sheet, "--annotation", gtf)
+    assert_one_line_error(res, f"{sheet}:2", "H3K27ac")
