@@ -125,6 +125,7 @@ def _table(path: Path, names: list[str], what: str) -> pd.DataFrame:
             names=names,
             keep_default_na=False,
             skip_blank_lines=True,
+            quoting=csv.QUOTE_NONE,  # GTF attributes hold quotes of their own
         )
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text {what} (is it compressed without .gz?)") from None
@@ -188,16 +189,17 @@ def read_annotation(path: Path, gene_type: str | None = None) -> Genes:
 def _read_gtf(path: Path, gene_type: str | None) -> Genes:
     names = ["chrom", "source", "feature", "start", "end", "score", "strand", "frame", "attrs"]
     table = _table(path, names, "GTF/GFF annotation")
-    attrs = table["attrs"]
-    # GTF: gene_id "X"; GFF3: gene_id=X, or the record's ID=X.
-    ids = attrs.str.extract(r'(?:^|;)\s*gene_id[ =]"?([^";]+)"?', expand=False)
-    ids = ids.fillna(attrs.str.extract(r"(?:^|;)\s*ID=([^;]+)", expand=False))
-    table = table.assign(gene_id=ids.str.strip())
+    # The records kept are found first: a GENCODE GTF has millions of exon lines to pass over.
     genes = table[table["feature"] == "gene"]
     if genes.empty:
         genes = table[table["feature"].isin(["transcript", "mRNA"])]
     if genes.empty:
         raise DataError(f"{path}: no gene or transcript records (column 3) in the annotation")
+    attrs = genes["attrs"]
+    # GTF: gene_id "X"; GFF3: gene_id=X, or the record's ID=X.
+    ids = attrs.str.extract(r'(?:^|;)\s*gene_id[ =]"?([^";]+)"?', expand=False)
+    ids = ids.fillna(attrs.str.extract(r"(?:^|;)\s*ID=([^;]+)", expand=False))
+    genes = genes.assign(gene_id=ids.str.strip())
     if gene_type:
         types = genes["attrs"].str.extract(
             r'(?:^|;)\s*(?:gene_type|gene_biotype|biotype)[ =]"?([^";]+)"?', expand=False
