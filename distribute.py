@@ -29,6 +29,53 @@ class DeviceError(Exception):
     """A bad device or cluster setting; reported in one line with exit status 2."""
 
 
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them (the first ``flags`` line of /proc/cpuinfo),
+    e.g. {"avx512_bf16", "amx_bf16", ...}; empty where there is no such file."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def auto_precision(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, str]:
+    """What ``--mixed_precision auto`` means on this hardware, and why: (precision, reason).
+
+    gpus: the compute capability (major, minor) of each GPU used; flags: cpu_flags(). bfloat16
+    on a GPU of compute capability 8.0 or newer (native bfloat16 tensor cores), float16 on one
+    of 7.x (float16 tensor cores); on a CPU, bfloat16 only with AMX (amx_bf16), the one CPU
+    kind where bfloat16 was measured faster (bench/RESULTS.md); float32 ("off") elsewhere,
+    AVX512-BF16 without AMX included, as it is not measured faster there.
+    """
+    if gpus:
+        major, minor = min(gpus)
+        if major >= 8:
+            return "bfloat16", f"GPU of compute capability {major}.{minor}: native bfloat16"
+        if major >= 7:
+            return "float16", f"GPU of compute capability {major}.{minor}: float16 tensor cores"
+        return "off", f"GPU of compute capability {major}.{minor}: no fast half precision"
+    if "amx_bf16" in flags:
+        return "bfloat16", "CPU with AMX (amx_bf16)"
+    if "avx512_bf16" in flags:
+        return "off", "CPU with AVX512-BF16 but no AMX: float32, bfloat16 not measured faster"
+    return "off", "CPU without bfloat16 instructions: float32"
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability of each GPU TensorFlow sees (after its start-up)."""
+    import tensorflow as tf
+
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        found.append(tuple(details.get("compute_capability", (0, 0))))
+    return found
+
+
 def parse_devices(spec: str | None) -> list[str]:
     """``--devices`` as TensorFlow names: "gpu:0,CPU:1" -> ["/device:GPU:0", "/device:CPU:1"].
 
@@ -112,8 +159,8 @@ def setup(args):
 
     Call right after importing TensorFlow: logical devices can only be configured, and
     MultiWorkerMirroredStrategy only created, before TensorFlow runs its first op.
-    Sets args.mixed_precision from "auto" to what it means here (float16 on a GPU, bfloat16 on
-    a CPU, where float16 has no fast kernels). Returns the tf.distribute.Strategy.
+    Sets args.mixed_precision from "auto" to what it means here (auto_precision) and
+    args.precision_reason to why. Returns the tf.distribute.Strategy.
     """
     import tensorflow as tf
 
@@ -148,7 +195,9 @@ def setup(args):
     if args.jit:
         check_jit(args, strategy)
     if args.mixed_precision == "auto":
-        args.mixed_precision = "float16" if tf.config.list_logical_devices("GPU") else "bfloat16"
+        args.mixed_precision, args.precision_reason = auto_precision(
+            gpu_capabilities(), cpu_flags()
+        )
     return strategy
 
 
@@ -207,7 +256,9 @@ def describe(args, strategy) -> str:
         else ""
     )
     text += f"; learning rate {learning_rate(args, strategy):g}"
-    text += f"; mixed precision {policy(args) or 'off'}; XLA {'on' if args.jit else 'off'}"
+    reason = getattr(args, "precision_reason", None)
+    text += f"; mixed precision {policy(args) or 'off'}{f' (auto: {reason})' if reason else ''}"
+    text += f"; XLA {'on' if args.jit else 'off'}"
     return text
 
 

@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         choices=distribute.PRECISIONS,
         help="compute in float16 or bfloat16, the output layer and the weights "
-        "in float32; a bare --mixed_precision means float16 on a GPU, "
-        "bfloat16 on a CPU",
+        "in float32; auto (or a bare --mixed_precision): bfloat16 on a CPU with AMX "
+        "and on GPUs of compute capability 8.0 and up, float16 on GPUs of 7.x, "
+        "float32 elsewhere; the run's Devices line and args.json say which",
     )
     hw.add_argument(
         "--jit",

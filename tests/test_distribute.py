@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import distribute
 from conftest import ROOT, assert_one_line_error
 
 TINY = ["--epochs", "1", "--batch_size", "16"]
@@ -196,12 +197,12 @@ def test_mixed_precision_keeps_a_float32_output(tiny_dir, tmp_path):
         "--save_dir",
         save,
         "--mixed_precision",
+        "bfloat16",
     )
     import Convnet
 
-    expected = (
-        "float16" if "GPU:" in res.stdout.split("Devices:", 1)[1].split("\n")[0] else "bfloat16"
-    )
+    expected = "bfloat16"
+    assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads((save / "args.json").read_text())["mixed_precision"] == expected
     for cell in ("S001", "S002"):
         check_cell(save / cell)
@@ -277,3 +278,50 @@ def test_impossible_devices_fail_without_leaving_a_folder(tiny_dir, tmp_path, ar
     )
     one_line_error(res, fragment)
     assert not (tmp_path / "s").exists()
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512_bf16 amx_bf16 amx_tile\n\n")
+    assert {"avx512_bf16", "amx_bf16"} <= distribute.cpu_flags(str(info))
+    assert distribute.cpu_flags(str(tmp_path / "none")) == set()
+
+
+@pytest.mark.parametrize(
+    "gpus, flags, expected",
+    [
+        ([], {"avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16"),  # Sapphire Rapids and up
+        ([], {"avx512_bf16"}, "off"),  # e.g. AMD Zen 4: not measured faster, float32
+        ([], {"avx2", "fma"}, "off"),
+        ([(9, 0)], set(), "bfloat16"),  # H100
+        ([(8, 0), (8, 6)], {"amx_bf16"}, "bfloat16"),  # the GPU decides, not the CPU
+        ([(7, 0)], {"amx_bf16"}, "float16"),  # V100
+        ([(8, 0), (7, 5)], set(), "float16"),  # the oldest GPU decides
+        ([(6, 1)], set(), "off"),
+    ],
+)
+def test_auto_precision(gpus, flags, expected):
+    chosen, reason = distribute.auto_precision(gpus, flags)
+    assert chosen == expected and reason
+
+
+@pytest.mark.parametrize("flags, expected", [({"amx_bf16"}, "bfloat16"), (set(), "off")])
+def test_setup_resolves_auto_from_the_detected_hardware(monkeypatch, flags, expected):
+    import argparse
+
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(distribute, "gpu_capabilities", lambda: [])
+    args = argparse.Namespace(
+        devices=None,
+        distribute="none",
+        batch_size=100,
+        jit=False,
+        mixed_precision="auto",
+        lr=1e-3,
+        scale_lr=False,
+    )
+    strategy = distribute.setup(args)
+    assert args.mixed_precision == expected
+    described = distribute.describe(args, strategy)
+    assert f"(auto: {args.precision_reason})" in described
+    assert ("mixed_bfloat16" in described) == (expected == "bfloat16")
