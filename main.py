@@ -4,6 +4,7 @@ flags and the data, starts TensorFlow quietly and hands the run to experiments.p
     python main.py --data_dir sample_data --epochs 2        # one model per cell
     python main.py --data_dir sample_data --mix             # one model for all cells
     python main.py --data_dir sample_data --weights logs/RUN/S001/best_model.keras --cells S001
+    python main.py --weights logs/RUN/S001/best_model.keras --predict mydata   # build.py's cells
 
 No experiment, table or file format lives here. TensorFlow is imported only after the arguments
 are parsed, so ``-h`` and argument errors answer at once.
