@@ -318,13 +318,20 @@ def scope(args, strategy):
     The policy is set again for every model because keras.backend.clear_session(), called
     between cells, resets it to float32.
     """
+    with dtype_policy(policy(args) or "float32"), strategy.scope():
+        yield
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to `name` ("float32", "mixed_bfloat16", ...) inside
+    this, and back to what it was after."""
     import keras
 
     before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy(args) or "float32")
+    keras.mixed_precision.set_global_policy(name)
     try:
-        with strategy.scope():
-            yield
+        yield
     finally:
         keras.mixed_precision.set_global_policy(before)
 

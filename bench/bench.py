@@ -1,6 +1,6 @@
 """Benchmarks on full-size synthetic data, written to bench/RESULTS.md.
 
-    python bench/bench.py            # full mode: about 10 minutes on 2 cores
+    python bench/bench.py            # full mode: about 15 minutes on 2 cores
     python bench/bench.py --quick    # under 2 minutes: fewer repeats, subsets, 2 epochs
     python bench/bench.py --tiny     # seconds of work, small data: for the test suite only
 
@@ -11,11 +11,16 @@ are the best of several alternated runs, so that both sides of a ratio see the s
 1. Loading one full-size cell (6,601 / 6,601 / 6,600 genes): data.load_data next to a bare
    pyarrow parse of the same three files and a naive per-gene float64 loop; the cached reload.
    Targets: load_data <= 1.5x the bare parse; cached reload <= 0.1x.
-2. Training and inference throughput of the paper's network (batch 100), as FLOP/s, next to
-   a 4096^2 float32 tf.linalg.matmul. Target (CPU): training >= 65% of the matmul's FLOP/s.
+2. Training and inference throughput of the paper's network (batch 100), as FLOP/s, in float32
+   and under the mixed_bfloat16 policy, each next to a 4096^2 tf.linalg.matmul of its own
+   dtype. Targets (CPU): float32 training >= 65% of the float32 matmul's FLOP/s, bfloat16
+   training >= 60% of the bfloat16 matmul's.
+2c. One per-cell epoch as Convnet.train runs it (training, then the validation pass), in both
+   precisions. Targets on a CPU with AMX: bfloat16 >= 2x float32's speed and >= 0.6x the
+   bfloat16 matmul's FLOP/s; elsewhere the figures are reported.
 3. Epoch time with and without the AUC callback. Target: the callback adds <= 10%.
-4. One per-cell experiment (20 epochs with the callback and checkpoint, then the test), and
-   the estimate for 56 cells.
+4. One per-cell experiment (20 epochs with the callback and checkpoint, then the test) in both
+   precisions, and the estimate for 56 cells.
 5. Peak resident memory of data.load_data_mix over N full-size cells, next to the bytes of
    the arrays it returns. Target: <= 1.5x.
 
@@ -303,12 +308,12 @@ def epoch_timer():
     return EpochTimer()
 
 
-def matmul_flops(repeats: int = 3) -> float:
-    """Best FLOP/s of a float32 MATMUL_N^2 matrix product (tf.linalg.matmul, warmed up)."""
+def matmul_flops(repeats: int = 3, dtype: str = "float32") -> float:
+    """Best FLOP/s of a MATMUL_N^2 matrix product in `dtype` (tf.linalg.matmul, warmed up)."""
     import tensorflow as tf
 
-    a = tf.random.normal((MATMUL_N, MATMUL_N), seed=1)
-    b = tf.random.normal((MATMUL_N, MATMUL_N), seed=2)
+    a = tf.cast(tf.random.normal((MATMUL_N, MATMUL_N), seed=1), dtype)
+    b = tf.cast(tf.random.normal((MATMUL_N, MATMUL_N), seed=2), dtype)
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
@@ -317,35 +322,79 @@ def matmul_flops(repeats: int = 3) -> float:
     return 2 * MATMUL_N**3 / best
 
 
+def precisions() -> dict[str, tuple[str, str]]:
+    """The compute precisions compared: {name: (Keras dtype policy, matmul dtype)}."""
+    return {"float32": ("float32", "float32"), "bfloat16": ("mixed_bfloat16", "bfloat16")}
+
+
+def default_precision() -> tuple[str, str]:
+    """What main.py's default (--mixed_precision auto) picks on this machine, and why."""
+    import distribute
+
+    chosen, reason = distribute.auto_precision(
+        distribute.gpu_capabilities(), distribute.cpu_flags()
+    )
+    return ("float32" if chosen == "off" else chosen), reason
+
+
 def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
+    """model.fit and model.predict in float32 and under the mixed_bfloat16 policy, each as a
+    fraction of its own dtype's matmul, alternated round by round."""
     import keras
 
     import Convnet
+    import distribute
 
     (x, y), (xv, _), _ = cell_data
     x, y, xv = x[: size.fit_genes], y[: size.fit_genes], xv[: size.fit_genes]
-    keras.utils.set_random_seed(0)
-    model = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)  # as Convnet.train
-    rows = layer_macs(model)
+    models, timers = {}, {}
+    for name, (policy, dtype) in precisions().items():
+        with distribute.dtype_policy(policy):
+            keras.utils.set_random_seed(0)
+            # As Convnet.train compiles it.
+            models[name] = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+        timers[name] = epoch_timer()
+        matmul_flops(1, dtype)
+        models[name].fit(x, y, batch_size=100, epochs=1, verbose=0)  # traces the step
+        models[name].predict(xv, batch_size=1000, verbose=0)
+    rows = layer_macs(models["float32"])
     macs = sum(r[3] for r in rows)
-    timer = epoch_timer()
-    matmul_flops(1)
-    model.fit(x, y, batch_size=100, epochs=1, verbose=0)  # traces the step
-    model.predict(xv, batch_size=1000, verbose=0)
-    fit_gps, pred_gps, mm = [], [], []
+    fit_gps = {k: [] for k in models}
+    pred_gps = {k: [] for k in models}
+    mm = {k: [] for k in models}
     for _ in range(size.rounds):
-        model.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[timer])
-        fit_gps.append(len(x) / timer.times[-1])
-        mm.append(matmul_flops())
-        start = time.perf_counter()
-        model.predict(xv, batch_size=1000, verbose=0)
-        pred_gps.append(len(xv) / (time.perf_counter() - start))
-    mm_best = max(mm)
-    train_flops = 6 * macs * max(fit_gps)
-    # Whole batches only: the last one of an epoch may hold a single gene.
-    full_steps = [t for epoch in timer.steps for t in epoch[: len(x) // 100]] or [np.inf]
-    step_flops = 6 * macs * 100 / min(full_steps)
-    pred_flops = 2 * macs * max(pred_gps)
+        for name, (_, dtype) in precisions().items():
+            models[name].fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[timers[name]])
+            fit_gps[name].append(len(x) / timers[name].times[-1])
+            mm[name].append(matmul_flops(dtype=dtype))
+            start = time.perf_counter()
+            models[name].predict(xv, batch_size=1000, verbose=0)
+            pred_gps[name].append(len(xv) / (time.perf_counter() - start))
+    table = []
+    for name in models:
+        mm_best = max(mm[name])
+        train_flops = 6 * macs * max(fit_gps[name])
+        # Whole batches only: the last one of an epoch may hold a single gene.
+        steps = [t for epoch in timers[name].steps for t in epoch[: len(x) // 100]]
+        step_flops = 6 * macs * 100 / min(steps or [np.inf])
+        pred_flops = 2 * macs * max(pred_gps[name])
+        target = {"float32": 0.65, "bfloat16": 0.6}[name]
+        table += [
+            f"| `tf.linalg.matmul` {MATMUL_N}^2 {name} | | {mm_best / 1e9:.0f} | 1.00 | | |",
+            f"| `model.fit` {name}, batch 100, {len(x):,} genes | {max(fit_gps[name]):.0f} | "
+            f"{train_flops / 1e9:.0f} | {train_flops / mm_best:.2f} | >= {target} | "
+            f"{'yes' if train_flops >= target * mm_best else 'NO'} |",
+            f"| `model.fit` {name}, its fastest single step of 100 genes | "
+            f"{100 / min(steps or [np.inf]):.0f} | {step_flops / 1e9:.0f} | "
+            f"{step_flops / mm_best:.2f} | | |",
+            f"| `model.predict` {name}, batch 1000, {len(xv):,} genes | "
+            f"{max(pred_gps[name]):.0f} | {pred_flops / 1e9:.0f} | "
+            f"{pred_flops / mm_best:.2f} | | |",
+        ]
+    ratio = {
+        what: max(d["bfloat16"]) / max(d["float32"])
+        for what, d in (("fit", fit_gps), ("predict", pred_gps), ("matmul", mm))
+    }
     lines = [
         "Per gene, from the layers' shapes (multiply-adds; the other layers have none):",
         "",
@@ -354,25 +403,27 @@ def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
         *[f"| {n} | {s} | {p:,} | {m:,} |" for n, s, p, m in rows if m or p],
         f"| total | | {sum(r[2] for r in rows):,} | {macs:,} |",
         "",
-        "FLOP per gene: training 6 x multiply-adds (forward 2, backward 4), inference 2 x.",
+        "FLOP per gene: training 6 x multiply-adds (forward 2, backward 4), inference 2 x. "
+        "bfloat16 is Keras' mixed_bfloat16 policy (`--mixed_precision bfloat16`): layers "
+        "compute in bfloat16, weights and the softmax output stay float32. Each row's x "
+        "matmul is against the matmul of its own dtype.",
         "",
         "| what | genes/s | GFLOP/s | x matmul | target | met |",
         "|---|---|---|---|---|---|",
-        f"| `tf.linalg.matmul` {MATMUL_N}^2 float32 | | {mm_best / 1e9:.0f} | 1.00 | | |",
-        f"| `model.fit`, batch 100, {len(x):,} genes | {max(fit_gps):.0f} | "
-        f"{train_flops / 1e9:.0f} | {train_flops / mm_best:.2f} | >= 0.65 | "
-        f"{'yes' if train_flops >= 0.65 * mm_best else 'NO'} |",
-        f"| `model.fit`, its fastest single step of 100 genes | {100 / min(full_steps):.0f} | "
-        f"{step_flops / 1e9:.0f} | {step_flops / mm_best:.2f} | | |",
-        f"| `model.predict`, batch 1000, {len(xv):,} genes | {max(pred_gps):.0f} | "
-        f"{pred_flops / 1e9:.0f} | {pred_flops / mm_best:.2f} | | |",
+        *table,
         "",
-        f"Best of {size.rounds} alternated rounds (fit epoch, matmul, predict) after a warm-up; "
-        f"medians: fit {statistics.median(fit_gps):.0f} genes/s, predict "
-        f"{statistics.median(pred_gps):.0f} genes/s, matmul "
-        f"{statistics.median(mm) / 1e9:.0f} GFLOP/s.",
+        f"bfloat16 / float32: fit {ratio['fit']:.2f}x, predict {ratio['predict']:.2f}x, matmul "
+        f"{ratio['matmul']:.2f}x. Best of {size.rounds} alternated rounds (fit epoch, matmul, "
+        "predict; float32 then bfloat16) after a warm-up; medians: "
+        + "; ".join(
+            f"{k} fit {statistics.median(fit_gps[k]):.0f} genes/s, predict "
+            f"{statistics.median(pred_gps[k]):.0f} genes/s, matmul "
+            f"{statistics.median(mm[k]) / 1e9:.0f} GFLOP/s"
+            for k in models
+        )
+        + ".",
     ]
-    return lines, {"macs": macs, "fit_gps": max(fit_gps)}
+    return lines, {"macs": macs, "fit_gps": max(fit_gps["float32"])}
 
 
 def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
@@ -447,6 +498,81 @@ def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
         f"TensorFlow profiler over one epoch of `model.fit` ({len(x):,} genes, batch 100, "
         f"{steps} steps), after a warm-up epoch. Op time is summed over the threads that ran "
         "the ops, so concurrent ops count each their own duration.",
+    ]
+
+
+def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
+    """A per-cell epoch as Convnet.train runs it (training with the streamed training AUC,
+    then the callback's one validation pass) in float32 and in bfloat16, alternated epoch by
+    epoch on their own models, next to each dtype's matmul."""
+    import keras
+
+    import Convnet
+    import distribute
+    from roc_auc_callback import RocAucCallback
+
+    (x, y), (xv, yv), _ = cell_data
+    train = (x[: size.fit_genes], y[: size.fit_genes])
+    valid = (xv[: size.fit_genes], yv[: size.fit_genes])
+    models = {}
+    for name, (policy, _) in precisions().items():
+        with distribute.dtype_policy(policy):
+            keras.utils.set_random_seed(0)
+            models[name] = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+    times = {k: [] for k in models}
+    mm = {k: [] for k in models}
+    for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
+        for name, (_, dtype) in precisions().items():
+            timer = epoch_timer()
+            models[name].fit(
+                *train,
+                batch_size=100,
+                epochs=1,
+                verbose=0,
+                callbacks=[RocAucCallback(None, valid), timer],
+            )
+            if round_:
+                times[name].append(timer.times[0])
+                mm[name].append(matmul_flops(dtype=dtype))
+    best = {k: min(v) for k, v in times.items()}
+    flop = 6 * macs * len(train[0]) + 2 * macs * len(valid[0])
+    default, reason = default_precision()
+    speedup = best["float32"] / best["bfloat16"]
+    fraction = {k: flop / best[k] / max(mm[k]) for k in models}
+    amx = "amx_bf16" in distribute.cpu_flags() and not distribute.gpu_capabilities()
+    faster = "bfloat16" if speedup > 1 else "float32"
+    rows = []
+    for name in models:
+        mark = " (the default here)" if name == default else ""
+        met = ""
+        if name == "bfloat16":
+            goal = ">= 0.6 (AMX)" if amx else "(reported)"
+            met = ("yes" if fraction[name] >= 0.6 else "NO") if amx else ""
+            rows.append(
+                f"| {name}{mark} | {best[name]:.2f} ({statistics.median(times[name]):.2f}) | "
+                f"{speedup:.2f}x | {'>= 2x (AMX)' if amx else '(reported)'} | "
+                f"{('yes' if speedup >= 2 else 'NO') if amx else ''} | "
+                f"{flop / best[name] / 1e9:.0f} | {fraction[name]:.2f} | {goal} | {met} |"
+            )
+        else:
+            rows.append(
+                f"| {name}{mark} | {best[name]:.2f} ({statistics.median(times[name]):.2f}) | "
+                f"1.00x | | | {flop / best[name] / 1e9:.0f} | {fraction[name]:.2f} | | |"
+            )
+    return [
+        "| precision | epoch seconds (median) | speed-up | target | met | GFLOP/s | x its "
+        "matmul | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"One epoch as `Convnet.train` runs it: {len(train[0]):,} training genes (batch 100, "
+        f"streamed training AUC), then the callback's one pass over {len(valid[0]):,} validation "
+        f"genes (batch 1,000; val_loss, val_accuracy, val_auc); {flop / 1e9:.0f} GFLOP per "
+        f"epoch. Best (and median) of {size.rounds} epochs per precision, alternated epoch by "
+        "epoch after a traced one, each followed by its own dtype's matmul. "
+        f"`--mixed_precision auto`, the default, chooses {default} here ({reason}); the faster "
+        f"here is {faster}."
+        + ("" if amx else " The targets apply on a CPU with AMX; this machine has none."),
     ]
 
 
@@ -525,27 +651,79 @@ def bench_callback(cell_data, size: Sizing) -> list[str]:
 
 
 def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]:
+    """The per-cell experiment, end to end, in float32 and in bfloat16."""
+    runs = {
+        name: run_cell(cell, save / name, size, policy)
+        for name, (policy, _) in precisions().items()
+    }
+    default, _ = default_precision()
+    rows = [
+        "| step | " + " | ".join(f"{k} seconds" for k in runs) + " |",
+        "|---|" + "---|" * len(runs),
+        "| load the cell from CSV (`load_data`, section 1) | "
+        + " | ".join(f"{load_s:.2f}" for _ in runs)
+        + " |",
+    ]
+    measured = (
+        "measured"
+        if size.cell_epochs == 20
+        else f"estimated from {size.cell_epochs} epochs: first + 19 x later"
+    )
+    for label, key, fmt in (
+        (f"`Convnet.train`, 20 epochs, callback + checkpoint ({measured})", "train", ".1f"),
+        ("`Convnet.test` of the best epoch on the test split", "test", ".2f"),
+    ):
+        rows.append(f"| {label} | " + " | ".join(f"{r[key]:{fmt}}" for r in runs.values()) + " |")
+    per_cell = {k: load_s + r["train"] + r["test"] for k, r in runs.items()}
+    rows += [
+        "| one cell | " + " | ".join(f"{v:.1f}" for v in per_cell.values()) + " |",
+        "| 56 cells (x56, estimate) | "
+        + " | ".join(f"{56 * v:.0f} ({56 * v / 3600:.2f} h)" for v in per_cell.values())
+        + " |",
+    ]
+    c = next(iter(runs.values()))["sizes"]
+    return [
+        *rows,
+        "",
+        f"Cell of {c[0]:,} / {c[1]:,} / {c[2]:,} genes (synthetic data), seed 0, the float32 "
+        "run first. "
+        + "; ".join(
+            f"{k}: test AUC {r['auc']:.3f} after {size.cell_epochs} epochs, epoch seconds first "
+            f"{r['first']:.1f}, median of the others {r['median']:.1f}"
+            for k, r in runs.items()
+        )
+        + f". One cell in bfloat16 takes {per_cell['bfloat16'] / per_cell['float32']:.2f}x the "
+        f"float32 time; the default here is {default}.",
+    ]
+
+
+def run_cell(cell: Path, save: Path, size: Sizing, policy: str) -> dict:
+    """Train and test one cell under a dtype policy, timed, as main.py's per-cell run does:
+    seconds of training ("train", 20 epochs or estimated) and testing ("test"), the test AUC,
+    the first and median epoch seconds, and the split sizes."""
     import keras
 
     import Convnet
+    import distribute
 
     c = data.load_cell(cell)
     keras.utils.set_random_seed(0)
-    model = Convnet.Conv1DNet()
-    # Time each epoch without changing Convnet.train: its model.fit call gets our timer last.
-    timer, fit = epoch_timer(), model.fit
-    model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [*k["callbacks"], timer]})
-    start = time.perf_counter()
-    result = Convnet.train(
-        model,
-        (c.train.x, c.train.y),
-        (c.valid.x, c.valid.y),
-        save,
-        epochs=size.cell_epochs,
-        verbose=0,
-        seed=0,
-    )
-    t_train = time.perf_counter() - start
+    with distribute.dtype_policy(policy):
+        model = Convnet.Conv1DNet()
+        # Time each epoch without changing Convnet.train: its model.fit call gets our timer.
+        timer, fit = epoch_timer(), model.fit
+        model.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [*k["callbacks"], timer]})
+        start = time.perf_counter()
+        result = Convnet.train(
+            model,
+            (c.train.x, c.train.y),
+            (c.valid.x, c.valid.y),
+            save,
+            epochs=size.cell_epochs,
+            verbose=0,
+            seed=0,
+        )
+        t_train = time.perf_counter() - start
     if size.cell_epochs < 20:  # outside the epochs (compile, saving) + first + 19 later ones
         t_train = (
             t_train - sum(timer.times) + timer.times[0] + 19 * statistics.median(timer.times[1:])
@@ -553,26 +731,14 @@ def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]
     start = time.perf_counter()
     scores = Convnet.test(Convnet.load_model(result.best_model_path), c.test.x, c.test.y)
     t_test = time.perf_counter() - start
-    per_cell = load_s + t_train + t_test
-    measured = (
-        "measured"
-        if size.cell_epochs == 20
-        else f"estimated from {size.cell_epochs} epochs: first + 19 x later"
-    )
-    return [
-        "| step | seconds |",
-        "|---|---|",
-        f"| load the cell from CSV (`load_data`, section 1) | {load_s:.2f} |",
-        f"| `Convnet.train`, 20 epochs, callback + checkpoint ({measured}) | {t_train:.1f} |",
-        f"| `Convnet.test` of the best epoch on the test split | {t_test:.2f} |",
-        f"| one cell | {per_cell:.1f} |",
-        f"| 56 cells (x56, estimate) | {56 * per_cell:.0f} ({56 * per_cell / 3600:.2f} h) |",
-        "",
-        f"Cell of {len(c.train.x):,} / {len(c.valid.x):,} / {len(c.test.x):,} genes; test AUC "
-        f"{scores['auc']:.3f} after {size.cell_epochs} epochs (synthetic data); epoch "
-        f"seconds: first {timer.times[0]:.1f}, median of the others "
-        f"{statistics.median(timer.times[1:]):.1f}.",
-    ]
+    return {
+        "train": t_train,
+        "test": t_test,
+        "auc": scores["auc"],
+        "first": timer.times[0],
+        "median": statistics.median(timer.times[1:]),
+        "sizes": (len(c.train.x), len(c.valid.x), len(c.test.x)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,15 +866,20 @@ def main(argv=None) -> int:
         lines, info = bench_loading(cell, size)
         section(f"1. Loading one cell ({genes} genes)", lines)
         cell_data = data.load_data(cell)
-        lines, _ = bench_throughput(cell_data, size)
-        section("2. Training and inference throughput", lines)
+        lines, info2 = bench_throughput(cell_data, size)
+        section("2. Training and inference throughput, float32 and bfloat16", lines)
         section(
             "2b. Where a training step's time goes",
             profile_training(cell_data, size, tmp / "profile"),
         )
+        section(
+            "2c. A per-cell epoch, float32 against bfloat16",
+            bench_epoch(cell_data, size, info2["macs"]),
+        )
         section("3. Callback overhead", bench_callback(cell_data, size))
         section(
-            "4. One per-cell experiment", bench_cell(cell, tmp / "run", size, info["load_data_s"])
+            "4. One per-cell experiment, float32 and bfloat16",
+            bench_cell(cell, tmp / "run", size, info["load_data_s"]),
         )
         section("5. Mixed-experiment memory", bench_mix(tmp, size))
 

@@ -439,7 +439,20 @@ def definitions() -> list[str]:
 
 
 def report(
-    label, command, mode, size, noises, names, baseline, runs, extra, wall, loads, reuse, planned
+    label,
+    command,
+    mode,
+    size,
+    noises,
+    names,
+    baseline,
+    runs,
+    extra,
+    wall,
+    loads,
+    reuse,
+    planned,
+    paired=None,
 ):
     genes = " / ".join(f"{g:,}" for g in size.genes)
     extra_text = f" {shlex.join(extra)}" if extra else ""
@@ -472,6 +485,7 @@ def report(
             if len(runs) < planned
             else []
         ),
+        *(paired_text(label, paired[0], paired[1], runs, names) if paired else []),
         "| cell | noise | logistic regression | runs | CNN test AUC mean | min | max | std | "
         "stalled | collapsed | at chance | mean, not stalled |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -533,6 +547,66 @@ def reuse_text(reuse, runs: list[Run]) -> list[str]:
         "predictions.csv.",
         "",
     ]
+
+
+def reference_runs(path: Path, label: str) -> dict[tuple[str, int], float]:
+    """Test AUC by (cell, seed) of the CSV rows under `label` (empty when there are none)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {
+            (r["cell"], int(r["seed"])): number(r["test_auc"])
+            for r in csv.DictReader(f)
+            if r.get("label") == label
+        }
+
+
+def interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of `diffs` and its two-sided 95% Student t confidence interval."""
+    from scipy import stats
+
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def paired_text(label: str, ref_label: str, ref: dict, runs: list[Run], names) -> list[str]:
+    """Each run's test AUC against the run of the same cell and seed under ref_label: per
+    cell and over all pairs, both means and spreads and the paired difference with its 95%
+    confidence interval."""
+
+    def signed(x: float) -> str:
+        return "n/a" if math.isnan(x) else f"{x:+.4f}"
+
+    pairs = [(r.cell, r.test_auc, ref[(r.cell, r.seed)]) for r in runs if (r.cell, r.seed) in ref]
+    lines = [
+        f'Paired with the runs of "{ref_label}" (in the per-run CSV) of the same cell '
+        "and seed, which start from the same initial weights and see the genes in the same "
+        "order with the same dropout masks; the difference is this configuration's test AUC "
+        "minus the other's, with a 95% Student t interval over the pairs.",
+        "",
+        f"| cell | pairs | {ref_label}: mean (std) | {label}: mean (std) | mean difference | "
+        "95% interval | pairs lower |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in [*names, "all"]:
+        chosen = [p for p in pairs if name in ("all", p[0])]
+        if not chosen:
+            continue
+        mine, theirs = [p[1] for p in chosen], [p[2] for p in chosen]
+        mean, low, high = interval([a - b for a, b in zip(mine, theirs)])
+        spread = [statistics.stdev(v) if len(v) > 1 else math.nan for v in (theirs, mine)]
+        lines.append(
+            f"| {name} | {len(chosen)} | {f3(statistics.fmean(theirs))} ({f3(spread[0])}) | "
+            f"{f3(statistics.fmean(mine))} ({f3(spread[1])}) | {signed(mean)} | "
+            f"{signed(low)} to {signed(high)} | {sum(a < b for a, b in zip(mine, theirs))} |"
+        )
+    unpaired = len(runs) - len(pairs)
+    if unpaired:
+        lines += ["", f'{unpaired} run(s) have no run of "{ref_label}" to pair with.']
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,6 +774,15 @@ def parse_args(argv):
         "again; only the others are run [Default: none, every run is trained]",
     )
     parser.add_argument(
+        "--paired",
+        default=None,
+        metavar="LABEL",
+        help="compare each run with the run of the same cell and seed under LABEL in the "
+        "CSV (e.g. --paired 'restarts (default)' for a --mixed_precision benchmark): per "
+        "cell and overall, the paired difference of test AUC with a 95%% confidence "
+        "interval [Default: none]",
+    )
+    parser.add_argument(
         "--verify",
         type=int,
         default=1,
@@ -786,6 +869,8 @@ def main(argv=None) -> int:
             block_span(out.read_text(), args.label)
         except ValueError as e:
             parser.error(f"--out {out}: {e}")
+    if args.paired and not reference_runs(csv_path(out), args.paired):
+        parser.error(f"--paired {args.paired!r}: {csv_path(out)} has no runs of that label")
     command = shlex.join(["python", "bench/stalls.py", *argv])
     started, load_start = time.perf_counter(), bench.loadavg()
     if args.work:
@@ -899,6 +984,7 @@ def main(argv=None) -> int:
         (load_start, bench.loadavg()),
         (args.reuse, verified),
         planned,
+        (args.paired, reference_runs(csv_path(out), args.paired)) if args.paired else None,
     )
     print("\n" + "\n".join(lines) + "\n")
     old = out.read_text() if out.is_file() else ""

@@ -40,7 +40,8 @@ def test_bench_tiny_writes_table_and_keeps_notes(tmp_path):
     assert "Command: `python bench/bench.py --tiny`" in text
     for title in (
         "1. Loading",
-        "2. Training and inference throughput",
+        "2. Training and inference throughput, float32 and bfloat16",
+        "2c. A per-cell epoch, float32 against bfloat16",
         "3. Callback overhead",
         "4. One per-cell experiment",
         "5. Mixed-experiment memory",
@@ -48,7 +49,19 @@ def test_bench_tiny_writes_table_and_keeps_notes(tmp_path):
         assert f"## {title}" in text
     # Every target row carries a measured figure and a verdict.
     targets = [line for line in text.splitlines() if re.search(r"\| (<=|>=) [+\d.%]+ \|", line)]
-    assert len(targets) == 6, targets
+    assert len(targets) == 7, targets  # bfloat16's fit: >= 0.6 of the bfloat16 matmul
+    for dtype in ("float32", "bfloat16"):
+        assert f"| `tf.linalg.matmul` 4096^2 {dtype} |" in text
+    # The epoch in both precisions: bfloat16's speed-up over float32, its share of its matmul.
+    assert re.search(r"^\| float32.* \| 1\.00x \|", text, re.M)
+    assert re.search(
+        r"^\| bfloat16.* \| \d+\.\d+x \| (>= 2x \(AMX\) \| (yes|NO)|\(reported\) \| ) \|",
+        text,
+        re.M,
+    )
+    assert re.search(
+        r"^\| 56 cells \(x56, estimate\) \| \d+ \(.+ h\) \| \d+ \(.+ h\) \|$", text, re.M
+    )
     for line in targets:
         assert re.search(r"\| \+?-?\d+\.\d+%? \| (<=|>=)", line) and re.search(
             r"\| (yes|NO) \|$", line
@@ -139,3 +152,27 @@ def test_stalls_tiny_writes_its_block_and_keeps_the_rest(tmp_path):
     assert text.index(end) < text.index("A later note.")
     assert len((tmp_path / "RESULTS-stalls.csv").read_text().splitlines()) == 2
     assert not list(tmp_path.glob("stalls-*"))  # generated data and run folders removed
+
+
+def test_stalls_pairs_runs_by_cell_and_seed(tmp_path):
+    def run(cell, seed, auc):
+        return stalls.Run(
+            cell, 0.9, seed, 1, auc, 1, auc, 1, auc, 1, False, "", False, None, False, 1.0
+        )
+
+    csv_file = tmp_path / "RESULTS-stalls.csv"
+    stalls.write_csv(csv_file, "float32", [run("S001", s, 0.8) for s in range(4)], [])
+    stalls.write_csv(csv_file, "other", [run("S001", 0, 0.1)], [])
+    ref = stalls.reference_runs(csv_file, "float32")
+    assert ref == {("S001", s): 0.8 for s in range(4)}
+    mine = [run("S001", s, 0.8 + d) for s, d in enumerate([-0.01, 0.0, 0.01, -0.02])]
+    mine.append(run("S002", 0, 0.7))  # nothing to pair with
+    lines = stalls.paired_text("bfloat16", "float32", ref, mine, ["S001", "S002"])
+    # diffs -0.01, 0, +0.01, -0.02: mean -0.005, std 0.01291, t(0.975, 3) = 3.1824
+    row = next(line for line in lines if line.startswith("| S001 |"))
+    assert row == (
+        "| S001 | 4 | 0.800 (0.000) | 0.795 (0.013) | -0.0050 | -0.0255 to +0.0155 | 2 |"
+    )
+    assert next(line for line in lines if line.startswith("| all |")).startswith("| all | 4 |")
+    assert not any(line.startswith("| S002 |") for line in lines)
+    assert '1 run(s) have no run of "float32" to pair with.' in lines
