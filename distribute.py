@@ -43,21 +43,24 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
 
 
 def auto_precision(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, str]:
-    """What ``--mixed_precision auto`` means on this hardware, and why: (precision, reason).
+    """What ``--mixed_precision auto`` (the default) means on this hardware, and why:
+    (precision, reason).
 
     gpus: the compute capability (major, minor) of each GPU used; flags: cpu_flags(). bfloat16
-    on a GPU of compute capability 8.0 or newer (native bfloat16 tensor cores), float16 on one
-    of 7.x (float16 tensor cores); on a CPU, bfloat16 only with AMX (amx_bf16), the one CPU
-    kind where bfloat16 was measured faster (bench/RESULTS.md); float32 ("off") elsewhere,
-    AVX512-BF16 without AMX included, as it is not measured faster there.
+    on a GPU of compute capability 8.0 or newer (native bfloat16 tensor cores) and on a CPU
+    with AMX (amx_bf16), the one CPU kind where bfloat16 was measured faster, at no AUC cost
+    beyond seed noise (bench/RESULTS.md); float32 ("off") elsewhere: AVX512-BF16 without AMX
+    is not measured faster, and float16 (older GPUs' tensor cores) is not measured for AUC,
+    so it is only used when asked for.
     """
     if gpus:
         major, minor = min(gpus)
         if major >= 8:
             return "bfloat16", f"GPU of compute capability {major}.{minor}: native bfloat16"
-        if major >= 7:
-            return "float16", f"GPU of compute capability {major}.{minor}: float16 tensor cores"
-        return "off", f"GPU of compute capability {major}.{minor}: no fast half precision"
+        return "off", (
+            f"GPU of compute capability {major}.{minor}: no native bfloat16 (float16 is "
+            "not measured for AUC: --mixed_precision float16 to use it)"
+        )
     if "amx_bf16" in flags:
         return "bfloat16", "CPU with AMX (amx_bf16)"
     if "avx512_bf16" in flags:

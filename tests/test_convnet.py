@@ -301,3 +301,24 @@ def test_variant_of_recognises_the_network_and_nothing_else():
         if layer["class_name"] == "Dense" and layer["config"]["activation"] == "tanh":
             layer["config"]["activation"] = "relu"
     assert Convnet.variant_of(keras.Model.from_config(config)) is None
+
+
+def test_tanh_keeps_a_gradient_under_bfloat16():
+    """bfloat16 rounds tanh(5) to exactly 1, whose gradient 1 - tanh^2 is then 0; the network's
+    activation under a mixed policy evaluates tanh in float32 and keeps it."""
+    import tensorflow as tf
+
+    x = tf.constant([0.5, 5.0, -5.0], dtype=tf.bfloat16)
+    for fn, kept in ((tf.math.tanh, False), (Convnet.tanh_float32, True)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        grad = tape.gradient(y, x).numpy().astype(np.float32)
+        assert y.dtype == tf.bfloat16 and grad[0] > 0.7
+        assert (grad[1:] > 1e-4).all() == kept, (fn, grad)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        assert Convnet.Conv1DNet().get_layer("conv3").activation is Convnet.tanh_float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert Convnet.Conv1DNet().get_layer("conv3").activation is keras.activations.tanh
