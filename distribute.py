@@ -43,15 +43,14 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
 
 
 def auto_precision(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, str]:
-    """What ``--mixed_precision auto`` (the default) means on this hardware, and why:
-    (precision, reason).
+    """What ``--mixed_precision auto`` means on this hardware, and why: (precision, reason).
 
     gpus: the compute capability (major, minor) of each GPU used; flags: cpu_flags(). bfloat16
     on a GPU of compute capability 8.0 or newer (native bfloat16 tensor cores) and on a CPU
-    with AMX (amx_bf16), the one CPU kind where bfloat16 was measured faster, at no AUC cost
-    beyond seed noise (bench/RESULTS.md); float32 ("off") elsewhere: AVX512-BF16 without AMX
-    is not measured faster, and float16 (older GPUs' tensor cores) is not measured for AUC,
-    so it is only used when asked for.
+    with AMX (amx_bf16), the one CPU kind where bfloat16 was measured faster; float32 ("off")
+    elsewhere: AVX512-BF16 without AMX is not measured faster, and float16 (older GPUs' tensor
+    cores) is not measured for AUC, so it is only used when asked for. auto is not the
+    default: bfloat16 was measured to cost AUC on some runs (bench/RESULTS.md, "bfloat16").
     """
     if gpus:
         major, minor = min(gpus)

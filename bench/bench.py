@@ -1,7 +1,7 @@
 """Benchmarks on full-size synthetic data, written to bench/RESULTS.md.
 
-    python bench/bench.py            # full mode: about 15 minutes on 2 cores
-    python bench/bench.py --quick    # under 2 minutes: fewer repeats, subsets, 2 epochs
+    python bench/bench.py            # full mode: about 12 minutes on 2 cores
+    python bench/bench.py --quick    # a few minutes: fewer repeats, subsets, 2 epochs
     python bench/bench.py --tiny     # seconds of work, small data: for the test suite only
 
 Everything is measured side by side in one process (the mixed-data memory in child
@@ -54,6 +54,8 @@ import files  # noqa: E402
 NOTES_MARK = "<!-- notes below are written by hand and kept when bench.py rewrites this file -->"
 FULL_GENES = (6601, 6601, 6600)  # train, valid, test genes of a real cell
 MATMUL_N = 4096
+# The CPU flags (/proc/cpuinfo) that decide float32 and bfloat16 speed, named in the report.
+CPU_FEATURES = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
 def write_block(out: Path, script: str, label: str, lines: list[str]) -> None:
@@ -146,11 +148,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    import distribute
+
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    features = sorted(distribute.cpu_flags() & CPU_FEATURES)
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}, "
-        f"pyarrow {pyarrow.__version__}; GPU: {', '.join(gpus) if gpus else 'none'}"
+        f"pyarrow {pyarrow.__version__}; GPU: {', '.join(gpus) if gpus else 'none'}; CPU "
+        f"features: {', '.join(features) if features else 'none of ' + ', '.join(sorted(CPU_FEATURES))}"
     )
 
 
@@ -327,8 +333,8 @@ def precisions() -> dict[str, tuple[str, str]]:
     return {"float32": ("float32", "float32"), "bfloat16": ("mixed_bfloat16", "bfloat16")}
 
 
-def default_precision() -> tuple[str, str]:
-    """What main.py's default (--mixed_precision auto) picks on this machine, and why."""
+def auto_precision() -> tuple[str, str]:
+    """What main.py --mixed_precision auto picks on this machine, and why."""
     import distribute
 
     chosen, reason = distribute.auto_precision(
@@ -536,14 +542,14 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
                 mm[name].append(matmul_flops(dtype=dtype))
     best = {k: min(v) for k, v in times.items()}
     flop = 6 * macs * len(train[0]) + 2 * macs * len(valid[0])
-    default, reason = default_precision()
+    auto, reason = auto_precision()
     speedup = best["float32"] / best["bfloat16"]
     fraction = {k: flop / best[k] / max(mm[k]) for k in models}
     amx = "amx_bf16" in distribute.cpu_flags() and not distribute.gpu_capabilities()
     faster = "bfloat16" if speedup > 1 else "float32"
     rows = []
     for name in models:
-        mark = " (the default here)" if name == default else ""
+        mark = " (auto's choice here)" if name == auto else ""
         met = ""
         if name == "bfloat16":
             goal = ">= 0.6 (AMX)" if amx else "(reported)"
@@ -570,8 +576,8 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
         f"genes (batch 1,000; val_loss, val_accuracy, val_auc); {flop / 1e9:.0f} GFLOP per "
         f"epoch. Best (and median) of {size.rounds} epochs per precision, alternated epoch by "
         "epoch after a traced one, each followed by its own dtype's matmul. "
-        f"`--mixed_precision auto`, the default, chooses {default} here ({reason}); the faster "
-        f"here is {faster}."
+        f"`--mixed_precision auto` chooses {auto} here ({reason}); the faster here is "
+        f"{faster}; main.py's default is float32 (`off`)."
         + ("" if amx else " The targets apply on a CPU with AMX; this machine has none."),
     ]
 
@@ -656,7 +662,7 @@ def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]
         name: run_cell(cell, save / name, size, policy)
         for name, (policy, _) in precisions().items()
     }
-    default, _ = default_precision()
+    auto, _ = auto_precision()
     rows = [
         "| step | " + " | ".join(f"{k} seconds" for k in runs) + " |",
         "|---|" + "---|" * len(runs),
@@ -693,7 +699,7 @@ def bench_cell(cell: Path, save: Path, size: Sizing, load_s: float) -> list[str]
             for k, r in runs.items()
         )
         + f". One cell in bfloat16 takes {per_cell['bfloat16'] / per_cell['float32']:.2f}x the "
-        f"float32 time; the default here is {default}.",
+        f"float32 time; `--mixed_precision auto` chooses {auto} here.",
     ]
 
 

@@ -584,8 +584,8 @@ def paired_text(label: str, ref_label: str, ref: dict, runs: list[Run], names) -
     lines = [
         f'Paired with the runs of "{ref_label}" (in the per-run CSV) of the same cell '
         "and seed, which start from the same initial weights and see the genes in the same "
-        "order with the same dropout masks; the difference is this configuration's test AUC "
-        "minus the other's, with a 95% Student t interval over the pairs.",
+        "order; the difference is this configuration's test AUC minus the other's, with a "
+        "95% Student t interval over the pairs.",
         "",
         f"| cell | pairs | {ref_label}: mean (std) | {label}: mean (std) | mean difference | "
         "95% interval | pairs lower |",
