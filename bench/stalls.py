@@ -8,6 +8,8 @@ into bench/RESULTS.md.
     python bench/stalls.py --extra "--restarts 2" --label "restarts 2"   # measure a cure
     python bench/stalls.py --keep --extra "--restarts 0" ...   # the plain recipe, kept; then
     python bench/stalls.py --reuse KEPT --extra "--restarts 2" # trains only what restarts change
+    python bench/stalls.py --extra "--mixed_precision bfloat16" --label bf16 \
+        --paired "restarts (default)"           # test AUC paired with another label's runs
 
 The cells are generated (data.synthesize, data seed 0) in the real on-disk format, at full
 size 6,601 / 6,601 / 6,600 genes per split, and differ in signal strength only: ``noise``, the
