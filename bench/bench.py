@@ -333,6 +333,22 @@ def precisions() -> dict[str, tuple[str, str]]:
     return {"float32": ("float32", "float32"), "bfloat16": ("mixed_bfloat16", "bfloat16")}
 
 
+def compiled_models() -> dict:
+    """A fresh seeded Conv1DNet per precision, built and compiled under its dtype policy as
+    Convnet.train compiles it: {name: model}."""
+    import keras
+
+    import Convnet
+    import distribute
+
+    models = {}
+    for name, (policy, _) in precisions().items():
+        with distribute.dtype_policy(policy):
+            keras.utils.set_random_seed(0)
+            models[name] = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+    return models
+
+
 def auto_precision() -> tuple[str, str]:
     """What main.py --mixed_precision auto picks on this machine, and why."""
     import distribute
@@ -346,19 +362,11 @@ def auto_precision() -> tuple[str, str]:
 def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
     """model.fit and model.predict in float32 and under the mixed_bfloat16 policy, each as a
     fraction of its own dtype's matmul, alternated round by round."""
-    import keras
-
-    import Convnet
-    import distribute
 
     (x, y), (xv, _), _ = cell_data
     x, y, xv = x[: size.fit_genes], y[: size.fit_genes], xv[: size.fit_genes]
-    models, timers = {}, {}
-    for name, (policy, dtype) in precisions().items():
-        with distribute.dtype_policy(policy):
-            keras.utils.set_random_seed(0)
-            # As Convnet.train compiles it.
-            models[name] = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+    models, timers = compiled_models(), {}
+    for name, (_, dtype) in precisions().items():
         timers[name] = epoch_timer()
         matmul_flops(1, dtype)
         models[name].fit(x, y, batch_size=100, epochs=1, verbose=0)  # traces the step
@@ -511,20 +519,14 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     """A per-cell epoch as Convnet.train runs it (training with the streamed training AUC,
     then the callback's one validation pass) in float32 and in bfloat16, alternated epoch by
     epoch on their own models, next to each dtype's matmul."""
-    import keras
 
-    import Convnet
     import distribute
     from roc_auc_callback import RocAucCallback
 
     (x, y), (xv, yv), _ = cell_data
     train = (x[: size.fit_genes], y[: size.fit_genes])
     valid = (xv[: size.fit_genes], yv[: size.fit_genes])
-    models = {}
-    for name, (policy, _) in precisions().items():
-        with distribute.dtype_policy(policy):
-            keras.utils.set_random_seed(0)
-            models[name] = Convnet.compile_model(Convnet.Conv1DNet(), train_auc=True)
+    models = compiled_models()
     times = {k: [] for k in models}
     mm = {k: [] for k in models}
     for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
@@ -550,21 +552,22 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     rows = []
     for name in models:
         mark = " (auto's choice here)" if name == auto else ""
-        met = ""
+        ratio, goals = "1.00x", ["", "", "", ""]  # speed-up: target, met; x matmul: target, met
         if name == "bfloat16":
-            goal = ">= 0.6 (AMX)" if amx else "(reported)"
-            met = ("yes" if fraction[name] >= 0.6 else "NO") if amx else ""
-            rows.append(
-                f"| {name}{mark} | {best[name]:.2f} ({statistics.median(times[name]):.2f}) | "
-                f"{speedup:.2f}x | {'>= 2x (AMX)' if amx else '(reported)'} | "
-                f"{('yes' if speedup >= 2 else 'NO') if amx else ''} | "
-                f"{flop / best[name] / 1e9:.0f} | {fraction[name]:.2f} | {goal} | {met} |"
-            )
-        else:
-            rows.append(
-                f"| {name}{mark} | {best[name]:.2f} ({statistics.median(times[name]):.2f}) | "
-                f"1.00x | | | {flop / best[name] / 1e9:.0f} | {fraction[name]:.2f} | | |"
-            )
+            ratio = f"{speedup:.2f}x"
+            goals = ["(reported)", "", "(reported)", ""]
+            if amx:
+                goals = [
+                    ">= 2x (AMX)",
+                    "yes" if speedup >= 2 else "NO",
+                    ">= 0.6 (AMX)",
+                    "yes" if fraction[name] >= 0.6 else "NO",
+                ]
+        rows.append(
+            f"| {name}{mark} | {best[name]:.2f} ({statistics.median(times[name]):.2f}) | "
+            f"{ratio} | {goals[0]} | {goals[1]} | {flop / best[name] / 1e9:.0f} | "
+            f"{fraction[name]:.2f} | {goals[2]} | {goals[3]} |"
+        )
     return [
         "| precision | epoch seconds (median) | speed-up | target | met | GFLOP/s | x its "
         "matmul | target | met |",

@@ -871,7 +871,9 @@ def main(argv=None) -> int:
             block_span(out.read_text(), args.label)
         except ValueError as e:
             parser.error(f"--out {out}: {e}")
-    if args.paired and not reference_runs(csv_path(out), args.paired):
+    # The runs to pair with, read once, now: a wrong label is found before any training.
+    paired = (args.paired, reference_runs(csv_path(out), args.paired)) if args.paired else None
+    if paired and not paired[1]:
         parser.error(f"--paired {args.paired!r}: {csv_path(out)} has no runs of that label")
     command = shlex.join(["python", "bench/stalls.py", *argv])
     started, load_start = time.perf_counter(), bench.loadavg()
@@ -986,7 +988,7 @@ def main(argv=None) -> int:
         (load_start, bench.loadavg()),
         (args.reuse, verified),
         planned,
-        (args.paired, reference_runs(csv_path(out), args.paired)) if args.paired else None,
+        paired,
     )
     print("\n" + "\n".join(lines) + "\n")
     old = out.read_text() if out.is_file() else ""
