@@ -93,6 +93,20 @@ def activation():
     )
 
 
+def in_current_policy(model):
+    """`model` computing in the current dtype policy: a loaded model keeps the policy it was
+    saved with, so a model trained in float32 would fine-tune in float32 under a bfloat16 run
+    (and the other way round). Rebuilt, same network and weights, when its policy differs;
+    returned as it is when it already computes in this one or is not this network."""
+    policy = keras.mixed_precision.global_policy().name
+    variant = variant_of(model)
+    if variant is None or model.get_layer("conv1").dtype_policy.name == policy:
+        return model
+    fresh = Conv1DNet(model.input_shape[1:], variant=variant, name=model.name)
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
 def _activation_name(config) -> str | None:
     """A layer config's activation by name; tanh_float32 counts as tanh."""
     found = config.get("activation")
