@@ -322,3 +322,27 @@ def test_tanh_keeps_a_gradient_under_bfloat16():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert Convnet.Conv1DNet().get_layer("conv3").activation is keras.activations.tanh
+
+
+def test_a_loaded_model_is_rebuilt_in_the_runs_policy():
+    """A saved model keeps the dtype policy it was saved with; in_current_policy gives the same
+    network and weights computing in the current one, and leaves a model already in it alone."""
+    import distribute
+
+    keras.utils.set_random_seed(0)
+    saved = Convnet.Conv1DNet(variant="no_spatial_dropout")
+    x = np.random.default_rng(0).random((8, 505, 1), dtype=np.float32)
+    assert Convnet.in_current_policy(saved) is saved
+    with distribute.dtype_policy("mixed_bfloat16"):
+        mixed = Convnet.in_current_policy(saved)
+        assert Convnet.in_current_policy(mixed) is mixed
+    assert mixed is not saved and Convnet.variant_of(mixed) == "no_spatial_dropout"
+    assert mixed.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert mixed.get_layer("output").dtype_policy.name == "float32"
+    for a, b in zip(mixed.get_weights(), saved.get_weights(), strict=True):
+        assert a.dtype == np.float32 and np.array_equal(a, b)
+    got, want = mixed.predict(x, verbose=0), saved.predict(x, verbose=0)
+    assert got.dtype == np.float32 and not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    back = Convnet.in_current_policy(mixed)  # and back to float32
+    np.testing.assert_array_equal(back.predict(x, verbose=0), want)
