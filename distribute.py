@@ -274,12 +274,6 @@ def policy(args) -> str | None:
     return None if args.mixed_precision == "off" else f"mixed_{args.mixed_precision}"
 
 
-def precision_name(mixed: str | None) -> str:
-    """The arithmetic a dtype policy name computes in: "mixed_bfloat16" -> "bfloat16", None
-    (no mixed policy) -> "float32"."""
-    return "float32" if mixed is None else mixed.removeprefix("mixed_")
-
-
 def shared_seed(strategy, seed: int) -> int:
     """The chief's seed on every worker (unchanged without several workers).
 
@@ -319,16 +313,14 @@ def chief_values(strategy, values: list) -> list[int]:
 
 
 @contextlib.contextmanager
-def scope(args, strategy, mixed: str | None = ""):
+def scope(args, strategy):
     """Build, compile and fit a model inside this: its variables become the strategy's, and its
-    layers compute in the mixed-precision policy (the output layer stays float32): policy(args),
-    or ``mixed`` where given (a policy name, or None for float32).
+    layers compute in the mixed-precision policy (the output layer stays float32).
 
     The policy is set again for every model because keras.backend.clear_session(), called
     between cells, resets it to float32.
     """
-    mixed = policy(args) if mixed == "" else mixed
-    with dtype_policy(mixed or "float32"), strategy.scope():
+    with dtype_policy(policy(args) or "float32"), strategy.scope():
         yield
 
 

@@ -285,21 +285,10 @@ def train_model(
     (folder / "attempts.csv").unlink(missing_ok=True)
     attempts = []
     total = 1 if off else args.restarts + 1
-    mixed = distribute.policy(args)
     for number in range(1, total + 1):
         attempt_seed = restarts.attempt_seed(seed, number)
-        precision = restarts.attempt_precision(mixed, number)
         fit, failure = _train_once(
-            args,
-            train,
-            valid,
-            folder,
-            attempt_seed,
-            start,
-            planned,
-            lr,
-            None if off else majority,
-            precision,
+            args, train, valid, folder, attempt_seed, start, planned, lr, None if off else majority
         )
         value, val_auc = restarts.best_of(fit.history, fit.best_epoch, args.monitor)
         attempt = restarts.Attempt(
@@ -310,7 +299,6 @@ def train_model(
             value,
             val_auc,
             "learned",
-            precision=distribute.precision_name(precision),
         )
         if fit.diverged_epoch is not None:
             loss = fit.history["loss"][fit.diverged_epoch - 1]
@@ -324,13 +312,10 @@ def train_model(
         if number < total:
             attempt.folder = f"attempts/{number}"
             _move_training(folder, folder / attempt.folder)
-            after = restarts.attempt_precision(mixed, number + 1)
-            switch = f" in {distribute.precision_name(after)}" if after != precision else ""
             print(
                 f"{what}: attempt {number} of {total} {attempt.outcome}: {attempt.why}; "
-                f"restarting{switch} from seed {restarts.attempt_seed(seed, number + 1)} "
-                f"(attempt {number + 1}); attempt {number}'s log is in "
-                f"{folder / attempt.folder}",
+                f"restarting from seed {restarts.attempt_seed(seed, number + 1)} (attempt "
+                f"{number + 1}); attempt {number}'s log is in {folder / attempt.folder}",
                 flush=True,
             )
     chosen = restarts.choose(attempts, args.monitor)
@@ -353,11 +338,10 @@ def train_model(
     )
 
 
-def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, majority, mixed):
-    """One attempt: a network seeded by `seed`, trained into `folder` (its curves drawn) in the
-    dtype policy `mixed` (None: float32); returns (Convnet.TrainResult, restarts.Failure or
-    None). With `majority` (the validation split's majority-class rate), training stops at the
-    first sign of a stall or collapse."""
+def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, majority):
+    """One attempt: a network seeded by `seed`, trained into `folder` (its curves drawn);
+    returns (Convnet.TrainResult, restarts.Failure or None). With `majority` (the validation
+    split's majority-class rate), training stops at the first sign of a stall or collapse."""
     import keras
 
     import Convnet
@@ -366,7 +350,7 @@ def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, major
     keras.utils.set_random_seed(seed)  # initial weights, then shuffling and dropout
     guard = [] if majority is None else [Convnet.StopOnStall(majority, epochs)]
     # Weights, optimizer and metrics are created under the strategy and dtype policy.
-    with distribute.scope(args, args.strategy, mixed):
+    with distribute.scope(args, args.strategy):
         if start is None:
             model = Convnet.Conv1DNet(train.x.shape[1:], variant=args.variant)
         else:

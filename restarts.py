@@ -40,15 +40,6 @@ DEFAULT_RESTARTS = 2
 EPS = 1e-9  # a difference of exactly the threshold, as written, is not "more than" it
 
 
-def attempt_precision(mixed: str | None, attempt: int) -> str | None:
-    """The mixed-precision policy of attempt ``attempt`` (1-based) of a run asked for policy
-    ``mixed`` (None: float32): the first attempt runs in it, and an attempt that restarts a
-    failed one runs in float32 (None). Under bfloat16 more first attempts stall, and some that
-    stall under bfloat16 train soundly in float32 from the same seed (bench/RESULTS.md,
-    "bfloat16"); a restart in float32 is the float32 run's own restart, bit for bit."""
-    return mixed if attempt == 1 else None
-
-
 def attempt_seed(seed: int, attempt: int) -> int:
     """The seed of attempt ``attempt`` (1-based) of a model whose own seed is ``seed``: the
     first attempt is the plain run, bit for bit; later ones get seeds derived from it, so a
@@ -132,7 +123,6 @@ class Attempt:
     outcome: str  # "learned", "stalled", "collapsed" or "diverged"
     why: str = ""
     folder: str = "."  # where its files are, relative to the model's folder
-    precision: str = "float32"  # the arithmetic it trained in: float32, bfloat16 or float16
 
     @property
     def failed(self) -> bool:
@@ -181,7 +171,6 @@ ATTEMPT_COLUMNS = [
     "best_val_auc",
     "chosen",
     "folder",
-    "precision",
     "why",
 ]
 
@@ -199,7 +188,6 @@ def attempt_rows(attempts: list[Attempt], chosen: Attempt | None) -> list[dict]:
             "best_val_auc": a.best_val_auc,
             "chosen": a is chosen,
             "folder": a.folder,
-            "precision": a.precision,
             "why": a.why,
         }
         for a in attempts

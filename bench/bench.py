@@ -527,6 +527,9 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     train = (x[: size.fit_genes], y[: size.fit_genes])
     valid = (xv[: size.fit_genes], yv[: size.fit_genes])
     models = compiled_models()
+    # One callback per model for all its epochs, as Convnet.train has: its validation step is
+    # traced in the first epoch only (a new callback per epoch would trace it every time).
+    scorers = {k: RocAucCallback(None, valid) for k in models}
     times = {k: [] for k in models}
     mm = {k: [] for k in models}
     for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
@@ -537,7 +540,7 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
                 batch_size=100,
                 epochs=1,
                 verbose=0,
-                callbacks=[RocAucCallback(None, valid), timer],
+                callbacks=[scorers[name], timer],
             )
             if round_:
                 times[name].append(timer.times[0])

@@ -123,9 +123,9 @@ def fake_training(script):
 
     calls = []
 
-    def train_once(args, train, valid, folder, seed, start, epochs, lr, majority, mixed):
+    def train_once(args, train, valid, folder, seed, start, epochs, lr, majority):
         val_acc, best, failure = script[len(calls)]
-        calls.append((seed, majority, mixed))
+        calls.append((seed, majority))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "log.csv").write_text(f"seed {seed}\n")
         (folder / "log.png").write_text(f"seed {seed}\n")
@@ -146,10 +146,8 @@ def fake_training(script):
     return train_once, calls
 
 
-def fake_args(restarts_=2, precision="off"):
-    return SimpleNamespace(
-        restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy", mixed_precision=precision
-    )
+def fake_args(restarts_=2):
+    return SimpleNamespace(restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy")
 
 
 def fake_split(n=600):
@@ -163,11 +161,11 @@ def fake_run(monkeypatch):
 
     monkeypatch.setattr(Convnet, "load_model", lambda path: Path(path).read_text())
 
-    def go(script, folder, restarts_=2, split=None, precision="off"):
+    def go(script, folder, restarts_=2, split=None):
         train_once, calls = fake_training(script)
         monkeypatch.setattr(experiments, "_train_once", train_once)
         trained = experiments.train_model(
-            fake_args(restarts_, precision), None, split or fake_split(), folder, seed=11
+            fake_args(restarts_), None, split or fake_split(), folder, seed=11
         )
         return trained, calls
 
@@ -186,9 +184,8 @@ def test_a_restart_moves_the_failed_attempt_aside(fake_run, tmp_path, capsys):
     folder = tmp_path / "S001"
     trained, calls = fake_run([([0.5, 0.5], 1, stalled()), ([0.6, 0.7, 0.8], 3, None)], folder)
     seeds = [restarts.attempt_seed(11, n) for n in (1, 2)]
-    assert [c[0] for c in calls] == seeds
+    assert [s for s, _ in calls] == seeds
     assert calls[0][1] == 0.5  # the validation split's majority-class rate
-    assert [c[2] for c in calls] == [None, None]  # float32 throughout
     assert (trained.best_epoch, trained.attempts) == (3, 2)
     assert trained.model == f"seed {seeds[1]}\n"  # the chosen attempt's best model
     assert (folder / "log.csv").read_text() == f"seed {seeds[1]}\n"
@@ -201,7 +198,6 @@ def test_a_restart_moves_the_failed_attempt_aside(fake_run, tmp_path, capsys):
     assert table.chosen.tolist() == [False, True]
     assert table.folder.tolist() == ["attempts/1", "."]
     assert table.best_value.tolist() == [0.5, 0.8]
-    assert table.precision.tolist() == ["float32", "float32"]
     out = capsys.readouterr().out
     assert f"S001: attempt 1 of 3 stalled: made up; restarting from seed {seeds[1]}" in out
     assert "S001: attempt 2 of 2 is tested (best val_accuracy 0.8000 at epoch 3" in out
@@ -217,7 +213,7 @@ def test_when_every_attempt_fails_the_best_by_validation_is_brought_back(
         ([0.60], None, "diverged"),  # diverged before any epoch was kept
     ]
     trained, calls = fake_run(script, folder)
-    seeds = [c[0] for c in calls]
+    seeds = [s for s, _ in calls]
     assert (trained.best_epoch, trained.attempts) == (2, 3)
     assert trained.model == f"seed {seeds[0]}\n"
     assert (folder / "log.csv").read_text() == f"seed {seeds[0]}\n"
@@ -230,25 +226,6 @@ def test_when_every_attempt_fails_the_best_by_validation_is_brought_back(
     assert table.folder.tolist() == [".", "attempts/2", "attempts/3"]
     err = capsys.readouterr().err
     assert "all 3 attempts stalled, collapsed or diverged" in err and "attempt 1" in err
-
-
-def test_a_restart_after_a_mixed_precision_attempt_trains_in_float32(fake_run, tmp_path, capsys):
-    folder = tmp_path / "S001"
-    script = [([0.5, 0.5], 1, stalled()), ([0.5, 0.5], 1, stalled()), ([0.6, 0.7], 2, None)]
-    trained, calls = fake_run(script, folder, precision="bfloat16")
-    assert [c[2] for c in calls] == ["mixed_bfloat16", None, None]
-    table = pd.read_csv(folder / "attempts.csv", keep_default_na=False)
-    assert table.precision.tolist() == ["bfloat16", "float32", "float32"]
-    out = capsys.readouterr().out
-    seeds = [restarts.attempt_seed(11, n) for n in (1, 2, 3)]
-    assert f"attempt 1 of 3 stalled: made up; restarting in float32 from seed {seeds[1]}" in out
-    # Already in float32: the second restart does not say it again.
-    assert f"attempt 2 of 3 stalled: made up; restarting from seed {seeds[2]}" in out
-    assert [restarts.attempt_precision("mixed_float16", n) for n in (1, 2)] == [
-        "mixed_float16",
-        None,
-    ]
-    assert restarts.attempt_precision(None, 1) is None
 
 
 def test_no_attempt_with_a_model_is_an_experiment_error(fake_run, tmp_path):
@@ -359,16 +336,3 @@ def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tm
     assert first_log.iloc[0].equals(pd.read_csv(plain / "S001" / "log.csv").iloc[0])
     row = pd.read_csv(save / "output.csv").iloc[0]
     assert row.attempts == 2 and row.best_epoch == table.best_epoch[1]
-
-    # Under bfloat16 the restart runs in float32: it is the float32 run's own restart.
-    mixed = tmp_path / "mixed"
-    res = forced_run(tiny_dir, mixed, "first", "--restarts", 1, "--mixed_precision", "bfloat16")
-    assert "attempt 1 of 2 stalled: forced by the test; restarting in float32 from seed" in (
-        res.stdout
-    )
-    table = pd.read_csv(mixed / "S001" / "attempts.csv", keep_default_na=False)
-    assert table.precision.tolist() == ["bfloat16", "float32"]
-    for name in ("log.csv", "predictions.csv"):
-        assert (mixed / "S001" / name).read_bytes() == (cell / name).read_bytes(), name
-    first = pd.read_csv(mixed / "S001" / "attempts" / "1" / "log.csv")
-    assert not first.iloc[0].equals(first_log.iloc[0])  # the bfloat16 attempt is not float32
