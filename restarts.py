@@ -36,7 +36,7 @@ STALL_EPOCHS = 2  # a network that learned in none of its first epochs has stall
 # chance AUC has a standard deviation of about 0.026, so 0.6 sits four of them above chance;
 # on the tiny sample data a slow first epoch and a dead network look alike.
 MIN_VALID_GENES = 500
-DEFAULT_RESTARTS = 2
+DEFAULT_RESTARTS = 4
 EPS = 1e-9  # a difference of exactly the threshold, as written, is not "more than" it
 
 
