@@ -470,8 +470,7 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
             print(
                 f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
                 "training may have stalled: look at its log.png, or train it again with "
-                "another --seed"
-                + (" or in float32 (--mixed_precision off)" if distribute.policy(args) else ""),
+                "another --seed or more --restarts",
                 file=sys.stderr,
                 flush=True,
             )

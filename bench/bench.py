@@ -581,9 +581,10 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
         f"streamed training AUC), then the callback's one pass over {len(valid[0]):,} validation "
         f"genes (batch 1,000; val_loss, val_accuracy, val_auc); {flop / 1e9:.0f} GFLOP per "
         f"epoch. Best (and median) of {size.rounds} epochs per precision, alternated epoch by "
-        "epoch after a traced one, each followed by its own dtype's matmul. "
-        f"`--mixed_precision auto` chooses {auto} here ({reason}); the faster here is "
-        f"{faster}; main.py's default is float32 (`off`)."
+        "epoch after a traced one, each followed by its own dtype's matmul; one AUC callback "
+        "per model, whose validation step is traced once, as in `Convnet.train`. "
+        f"`--mixed_precision auto`, main.py's default, chooses {auto} here ({reason}); the "
+        f"faster here is {faster}."
         + ("" if amx else " The targets apply on a CPU with AMX; this machine has none."),
     ]
 
