@@ -50,9 +50,17 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
             f"variant {variant!r} expects input_shape {(expected, 1)}, got {input_shape}"
         )
 
-    tanh = activation()
+    # Under a mixed-precision policy tanh is evaluated in float32 (tanh_float32); under float32
+    # it is Keras' own, the paper's arithmetic bit for bit.
+    mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
+    tanh = tanh_float32 if mixed else "tanh"
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Conv1D(64, 17, padding="valid", activation=tanh, name="conv1")(inputs)
+    # float32 (and Keras' tanh) even under a mixed-precision policy: over one input channel
+    # bfloat16 has no depth to work on, and it ran slower than float32 (bench/RESULTS.md,
+    # "bfloat16 by default").
+    x = layers.Conv1D(
+        64, 17, padding="valid", activation="tanh", dtype="float32" if mixed else None, name="conv1"
+    )(inputs)
     x = layers.MaxPooling1D(3, name="pool1")(x)
     if variant != "no_spatial_dropout":
         x = layers.SpatialDropout1D(0.4, name="spatial_dropout")(x)
@@ -85,14 +93,6 @@ def tanh_float32(x):
     return keras.ops.cast(keras.ops.tanh(keras.ops.cast(x, "float32")), x.dtype)
 
 
-def activation():
-    """The network's tanh: Keras' own under a float32 policy (the paper's arithmetic, bit for
-    bit), tanh_float32 under a mixed-precision one."""
-    return (
-        "tanh" if keras.mixed_precision.global_policy().compute_dtype == "float32" else tanh_float32
-    )
-
-
 def in_current_policy(model):
     """`model` computing in the current dtype policy: a loaded model keeps the policy it was
     saved with, so a model trained in float32 would fine-tune in float32 under a bfloat16 run
@@ -100,7 +100,7 @@ def in_current_policy(model):
     returned as it is when it already computes in this one or is not this network."""
     policy = keras.mixed_precision.global_policy().name
     variant = variant_of(model)
-    if variant is None or model.get_layer("conv1").dtype_policy.name == policy:
+    if variant is None or model.get_layer("conv2").dtype_policy.name == policy:
         return model
     fresh = Conv1DNet(model.input_shape[1:], variant=variant, name=model.name)
     fresh.set_weights(model.get_weights())

@@ -517,8 +517,8 @@ def profile_training(cell_data, size: Sizing, logdir: Path) -> list[str]:
 
 def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     """A per-cell epoch as Convnet.train runs it (training with the streamed training AUC,
-    then the callback's one validation pass) in float32 and in bfloat16, alternated epoch by
-    epoch on their own models, next to each dtype's matmul."""
+    then the callback's one validation pass) in float32 and in bfloat16, on their own models
+    taking turns of two epochs (the second timed), next to each dtype's matmul."""
 
     import distribute
     from roc_auc_callback import RocAucCallback
@@ -531,19 +531,23 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     # traced in the first epoch only (a new callback per epoch would trace it every time).
     scorers = {k: RocAucCallback(None, valid) for k in models}
     times = {k: [] for k in models}
+    switched = {k: [] for k in models}  # the first epoch of a turn, right after the other dtype
     mm = {k: [] for k in models}
     for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
         for name, (_, dtype) in precisions().items():
+            # Two epochs a turn, the second timed: in a per-cell run every epoch follows one
+            # of its own precision, and the first after the other precision's runs slower.
             timer = epoch_timer()
             models[name].fit(
                 *train,
                 batch_size=100,
-                epochs=1,
+                epochs=2,
                 verbose=0,
                 callbacks=[scorers[name], timer],
             )
             if round_:
-                times[name].append(timer.times[0])
+                times[name].append(timer.times[1])
+                switched[name].append(timer.times[0])
                 mm[name].append(matmul_flops(dtype=dtype))
     best = {k: min(v) for k, v in times.items()}
     flop = 6 * macs * len(train[0]) + 2 * macs * len(valid[0])
@@ -580,9 +584,13 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
         f"One epoch as `Convnet.train` runs it: {len(train[0]):,} training genes (batch 100, "
         f"streamed training AUC), then the callback's one pass over {len(valid[0]):,} validation "
         f"genes (batch 1,000; val_loss, val_accuracy, val_auc); {flop / 1e9:.0f} GFLOP per "
-        f"epoch. Best (and median) of {size.rounds} epochs per precision, alternated epoch by "
-        "epoch after a traced one, each followed by its own dtype's matmul; one AUC callback "
-        "per model, whose validation step is traced once, as in `Convnet.train`. "
+        f"epoch. Best (and median) of {size.rounds} epochs per precision: the precisions take "
+        "turns of two epochs, after a traced turn, and the second epoch of each turn is timed "
+        "(a per-cell run's epochs all follow one of their own precision; the first epoch "
+        "after the other precision's turn took, median, "
+        + ", ".join(f"{statistics.median(switched[k]):.2f} s in {k}" for k in models)
+        + "); each turn is followed by its own dtype's matmul; one AUC callback per model, "
+        "whose validation step is traced once, as in `Convnet.train`. "
         f"`--mixed_precision auto`, main.py's default, chooses {auto} here ({reason}); the "
         f"faster here is {faster}."
         + ("" if amx else " The targets apply on a CPU with AMX; this machine has none."),

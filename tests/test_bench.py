@@ -176,3 +176,49 @@ def test_stalls_pairs_runs_by_cell_and_seed(tmp_path):
     assert next(line for line in lines if line.startswith("| all |")).startswith("| all | 4 |")
     assert not any(line.startswith("| S002 |") for line in lines)
     assert '1 run(s) have no run of "float32" to pair with.' in lines
+
+
+def test_mixed_precision_pairs_seeds_per_cell_and_over_runs(tmp_path):
+    import mixed_precision
+
+    def got(aucs):
+        return {"auc": dict(zip(["S001", "S002"], aucs, strict=True)), "attempts": 1, "seconds": 9}
+
+    runs = {}
+    for seed, (f32, bf16) in enumerate(
+        [((0.80, 0.70), (0.79, 0.70)), ((0.82, 0.72), (0.82, 0.74)), ((0.81, 0.71), (0.83, 0.70))]
+    ):
+        runs[("off", seed)], runs[("bfloat16", seed)] = got(f32), got(bf16)
+    lines = mixed_precision.report(
+        runs, ["S001", "S002"], mixed_precision.Sizing(cells=2, seeds=3), [], "now"
+    )
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| S00")}
+    # S001: diffs -0.01, 0, +0.02: mean 0.0033, std 0.0153, t(0.975, 2) = 4.3027
+    assert rows["| S001"] == (
+        "| S001 | 0.8100 (0.0100) | 0.8133 (0.0208) | +0.0033 | -0.0346 to +0.0413 | 1 of 3 |"
+    )
+    # Over all cells, one pair per run: mean differences -0.005, +0.01, +0.005.
+    overall = next(line for line in lines if line.startswith("| all cells"))
+    assert "| +0.0033 | -0.0156 to +0.0223 | 1 of 3 |" in overall
+    assert sum(line.startswith("| 2 | ") for line in lines) == 1  # one row per seed
+
+
+def test_mixed_precision_tiny_runs_both_precisions(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    work = tmp_path / "work"
+    argv = ["--tiny", "--seeds", "1", "--out", out, "--work", work]
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mixed_precision.py"), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    assert "<!-- mixed_precision.py: tiny begin -->" in text
+    assert re.search(
+        r"^\| S001 \| 0\.\d{4} \(nan\) \| 0\.\d{4} \(nan\) \| [+-]0\.\d{4} \|", text, re.M
+    )
+    for name in ("float32", "bfloat16"):
+        args = (work / "runs" / f"{name}-seed0" / "args.json").read_text()
+        assert f'"mixed_precision": "{"off" if name == "float32" else name}"' in args

@@ -114,7 +114,8 @@ def test_output_is_float32_even_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = Convnet.Conv1DNet()
-        assert model.get_layer("conv1").compute_dtype == "float16"
+        assert model.get_layer("conv2").compute_dtype == "float16"
+        assert model.get_layer("conv1").compute_dtype == "float32"  # one input channel
         assert model.output.dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -337,7 +338,8 @@ def test_a_loaded_model_is_rebuilt_in_the_runs_policy():
         mixed = Convnet.in_current_policy(saved)
         assert Convnet.in_current_policy(mixed) is mixed
     assert mixed is not saved and Convnet.variant_of(mixed) == "no_spatial_dropout"
-    assert mixed.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert mixed.get_layer("conv2").dtype_policy.name == "mixed_bfloat16"
+    assert mixed.get_layer("conv1").dtype_policy.name == "float32"  # one input channel
     assert mixed.get_layer("output").dtype_policy.name == "float32"
     for a, b in zip(mixed.get_weights(), saved.get_weights(), strict=True):
         assert a.dtype == np.float32 and np.array_equal(a, b)
