@@ -244,9 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="auto",
         default="auto",
         choices=distribute.PRECISIONS,
-        help="compute in float16 or bfloat16 (tanh, the output layer and the weights "
-        "stay float32); auto (or a bare --mixed_precision): bfloat16 on a CPU with AMX, "
-        "where a per-cell epoch is about 2.5x faster at no AUC cost measured beyond seed "
+        help="compute in float16 or bfloat16 (tanh, conv1, the output layer and the "
+        "weights stay float32); auto (or a bare --mixed_precision): bfloat16 on a CPU with AMX, "
+        "where a per-cell epoch is about 2.8x faster at no AUC cost measured beyond seed "
         "noise (README, Speed), and on GPUs of compute capability 8.0 and up, float32 "
         "elsewhere; off: float32 throughout, the paper's arithmetic; the run's Devices "
         "line and args.json say which (default: auto)",

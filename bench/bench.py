@@ -419,8 +419,8 @@ def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
         "",
         "FLOP per gene: training 6 x multiply-adds (forward 2, backward 4), inference 2 x. "
         "bfloat16 is Keras' mixed_bfloat16 policy (`--mixed_precision bfloat16`): layers "
-        "compute in bfloat16, weights, tanh and the softmax output stay float32. Each row's x "
-        "matmul is against the matmul of its own dtype.",
+        "compute in bfloat16; weights, tanh, conv1 (one input channel) and the softmax output "
+        "stay float32. Each row's x matmul is against the matmul of its own dtype.",
         "",
         "| what | genes/s | GFLOP/s | x matmul | target | met |",
         "|---|---|---|---|---|---|",
