@@ -57,7 +57,7 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
     inputs = keras.Input(shape=input_shape, name="input")
     # float32 (and Keras' tanh) even under a mixed-precision policy: over one input channel
     # bfloat16 has no depth to work on, and it ran slower than float32 (bench/RESULTS.md,
-    # "bfloat16 by default").
+    # "bfloat16, second measurement").
     x = layers.Conv1D(
         64, 17, padding="valid", activation="tanh", dtype="float32" if mixed else None, name="conv1"
     )(inputs)

@@ -37,7 +37,7 @@ STALL_EPOCHS = 2  # a network that learned in none of its first epochs has stall
 # on the tiny sample data a slow first epoch and a dead network look alike.
 MIN_VALID_GENES = 500
 # About 1 attempt in 5 fails, in float32 and bfloat16 alike, so 3 attempts all fail about 0.8% of
-# the time and 5 about 0.03% (bench/RESULTS.md, "bfloat16 by default").
+# the time and 5 about 0.03% (bench/RESULTS.md, "bfloat16, second measurement").
 DEFAULT_RESTARTS = 4
 EPS = 1e-9  # a difference of exactly the threshold, as written, is not "more than" it
 
