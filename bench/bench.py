@@ -536,7 +536,7 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
     for round_ in range(size.rounds + 1):  # round 0 traces and is not counted
         for name, (_, dtype) in precisions().items():
             # Two epochs a turn, the second timed: in a per-cell run every epoch follows one
-            # of its own precision, and the first after the other precision's runs slower.
+            # of its own precision; the first after the other precision's was seen slower.
             timer = epoch_timer()
             models[name].fit(
                 *train,
