@@ -88,7 +88,7 @@ def tanh_float32(x):
     unit pushed that far never comes back. In float32 it keeps a gradient up to |x| of about
     8. Measured with tanh in bfloat16: 90% of dense1's outputs exactly +-1, and 16% to 18% of
     conv3's beyond 0.996 in the runs that ended weak, against 0.1% at most in healthy ones
-    (bench/RESULTS.md, "bfloat16").
+    (bench/RESULTS.md, "bfloat16, first measurement").
     """
     return keras.ops.cast(keras.ops.tanh(keras.ops.cast(x, "float32")), x.dtype)
 

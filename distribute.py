@@ -50,7 +50,8 @@ def auto_precision(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, s
     with AMX (amx_bf16), the one CPU kind where bfloat16 was measured faster; float32 ("off")
     elsewhere: AVX512-BF16 without AMX is not measured faster, and float16 (older GPUs' tensor
     cores) is not measured for AUC, so it is only used when asked for. auto is not the
-    default: bfloat16 was measured to cost AUC on some runs (bench/RESULTS.md, "bfloat16").
+    default: bfloat16 was measured to cost about 0.003 AUC (bench/RESULTS.md, "bfloat16,
+    second measurement").
     """
     if gpus:
         major, minor = min(gpus)

@@ -35,7 +35,6 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench  # noqa: E402
-import files  # noqa: E402
 import stalls  # noqa: E402
 
 PRECISIONS = ("off", "bfloat16")  # main.py --mixed_precision values; off is float32
@@ -75,21 +73,13 @@ def run(data_dir: Path, save: Path, seed: int, epochs: int, precision: str) -> d
     test AUC, the attempts and the seconds."""
     record = save / "seconds.json"
     if not record.is_file():
-        shutil.rmtree(save, ignore_errors=True)
         cmd = ["main.py", "--data_dir", str(data_dir), "--mix", "--seed", str(seed)]
         cmd += ["--epochs", str(epochs), "--save_dir", str(save), "--mixed_precision", precision]
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise RuntimeError(f"python {shlex.join(cmd)} ended with {proc.returncode}:\n{tail}")
-        files.write_json(record, {"seconds": time.perf_counter() - start, "command": cmd})
+        stalls.run_main(cmd, save)
     table = pd.read_csv(save / "output-mix.csv")
     return {
         "auc": dict(zip(table.cell, table.auc, strict=True)),
-        "attempts": int(table.attempts.iloc[0]) if "attempts" in table else 1,
+        "attempts": int(table.attempts.iloc[0]),  # one mixed model: the same on every row
         "seconds": json.loads(record.read_text())["seconds"],
     }
 

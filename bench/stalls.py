@@ -294,6 +294,14 @@ def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epoc
     left there is removed first); returns it judged. Its time goes to save/seconds.json: a
     finished run is known by that file."""
     cmd = main_command(data_dir, cell, seed, save, epochs, extra)
+    return judged(data_dir, cell, noise, seed, save, run_main(cmd, save))
+
+
+def run_main(cmd: list[str], save: Path) -> float:
+    """Run `python CMD` (main.py and its arguments) from the repository root into the folder
+    `save`, after removing what an interrupted run left there; RuntimeError with the output's
+    tail when it fails. Its seconds go to save/seconds.json (with the command) and are
+    returned."""
     shutil.rmtree(save, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.run(
@@ -306,7 +314,7 @@ def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epoc
             f"python {shlex.join(cmd)} ended with exit status {proc.returncode}:\n{tail}"
         )
     files.write_json(save / "seconds.json", {"seconds": seconds, "command": cmd})
-    return judged(data_dir, cell, noise, seed, save, seconds)
+    return seconds
 
 
 def finished(data_dir: Path, cell, noise, seed, save: Path) -> Run | None:
