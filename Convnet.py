@@ -50,46 +50,63 @@ def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
             f"variant {variant!r} expects input_shape {(expected, 1)}, got {input_shape}"
         )
 
-    # Under a mixed-precision policy tanh is evaluated in float32 (tanh_float32); under float32
-    # it is Keras' own, the paper's arithmetic bit for bit.
+    # Under a mixed-precision policy only conv2 and conv3, 99% of the arithmetic, compute in
+    # bfloat16 (MixedConv1D); under float32 every layer is Keras' own, the paper's arithmetic bit
+    # for bit.
     mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
-    tanh = tanh_float32 if mixed else "tanh"
+    conv = MixedConv1D if mixed else layers.Conv1D
+    f32 = "float32" if mixed else None
     inputs = keras.Input(shape=input_shape, name="input")
-    # float32 (and Keras' tanh) even under a mixed-precision policy: over one input channel
-    # bfloat16 has no depth to work on, and it ran slower than float32 (bench/RESULTS.md,
-    # "bfloat16, second measurement").
-    x = layers.Conv1D(
-        64, 17, padding="valid", activation="tanh", dtype="float32" if mixed else None, name="conv1"
-    )(inputs)
+    # conv1 in float32: over one input channel bfloat16 has no depth to work on, and it ran
+    # slower than float32 (bench/RESULTS.md, "bfloat16, second measurement").
+    x = layers.Conv1D(64, 17, padding="valid", activation="tanh", dtype=f32, name="conv1")(inputs)
     x = layers.MaxPooling1D(3, name="pool1")(x)
     if variant != "no_spatial_dropout":
         x = layers.SpatialDropout1D(0.4, name="spatial_dropout")(x)
-    x = layers.Conv1D(128, 13, padding="valid", activation=tanh, name="conv2")(x)
-    x = layers.Conv1D(256, 11, padding="valid", activation=tanh, name="conv3")(x)
+    x = conv(128, 13, padding="valid", activation="tanh", name="conv2")(x)
+    x = conv(256, 11, padding="valid", activation="tanh", name="conv3")(x)
     x = layers.MaxPooling1D(4, name="pool2")(x)
     x = layers.Dropout(0.6, name="dropout1")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(35, activation=tanh, name="dense1")(x)
+    # The dense layers in float32: 0.5% of the arithmetic, and in bfloat16 their bias gradients
+    # are sums over the batch rounded at every step (MixedConv1D says more).
+    x = layers.Dense(35, activation="tanh", dtype=f32, name="dense1")(x)
     x = layers.Dropout(0.5, name="dropout2")(x)
-    x = layers.Dense(16, activation=tanh, name="dense2")(x)
-    x = layers.Dense(8, activation=tanh, name="dense3")(x)
+    x = layers.Dense(16, activation="tanh", dtype=f32, name="dense2")(x)
+    x = layers.Dense(8, activation="tanh", dtype=f32, name="dense3")(x)
     # float32 even under a mixed-precision policy: softmax and the loss need it.
     outputs = layers.Dense(2, activation="softmax", dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="Convnet")
-def tanh_float32(x):
-    """tanh evaluated in float32 and returned in x's dtype: the network's activation under a
-    mixed-precision policy.
+class MixedConv1D(layers.Conv1D):
+    """Conv1D under a mixed-precision policy: the convolution in the compute dtype (bfloat16),
+    then the bias, the activation and their gradients in float32; the output in bfloat16.
 
-    In bfloat16 (8-bit mantissa) tanh(x) rounds to exactly +-1 from |x| of about 3.1 on, and
-    TensorFlow's tanh gradient, 1 - tanh(x)^2 from the rounded output, is then exactly 0: a
-    unit pushed that far never comes back. In float32 it keeps a gradient up to |x| of about
-    8. Measured with tanh in bfloat16: 90% of dense1's outputs exactly +-1, and 16% to 18% of
-    conv3's beyond 0.996 in the runs that ended weak, against 0.1% at most in healthy ones
-    (bench/RESULTS.md, "bfloat16, first measurement").
+    Keras adds the bias in the compute dtype, and TensorFlow (2.21, CPU) then sums the bias
+    gradient over batch x positions (14,100 terms for conv3) in bfloat16, rounding at every
+    step: measured 12.5% relative error against float32, where the kernel gradient (accumulated
+    in float32 by the convolution) is off by 0.17%, bfloat16's own rounding. In float32 the
+    bias gradient is exact to that rounding too (tests/test_convnet.py). tanh in float32 also
+    keeps its gradient: bfloat16 rounds tanh(x) to exactly +-1 from |x| of about 3.1 on, where
+    1 - tanh^2 is 0 (bench/RESULTS.md, "bfloat16, first measurement").
     """
+
+    def call(self, inputs):
+        y = keras.ops.cast(self.convolution_op(inputs, self.kernel), "float32")
+        if self.use_bias:
+            y = y + keras.ops.cast(self.bias, "float32")
+        if self.activation is not None:
+            y = self.activation(y)
+        return keras.ops.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="Convnet")
+def tanh_float32(x):
+    """tanh evaluated in float32 and returned in x's dtype: the activation of conv2 to dense3
+    in models saved by earlier versions under a mixed-precision policy; registered so that
+    they still load."""
     return keras.ops.cast(keras.ops.tanh(keras.ops.cast(x, "float32")), x.dtype)
 
 
@@ -117,13 +134,18 @@ def _activation_name(config) -> str | None:
     return found
 
 
+def keras_class(layer) -> type:
+    """The Keras layer class `layer` is or extends (Conv1D for MixedConv1D)."""
+    return next(c for c in type(layer).__mro__ if c.__module__.startswith("keras"))
+
+
 def layer_signature(model) -> list[tuple] | None:
     """Per layer: type, output shape (without the batch axis) and activation; None for a model
     whose layers have no fixed output (not a functional or sequential model)."""
     try:
         return [
             (
-                type(layer).__name__,
+                keras_class(layer).__name__,
                 tuple(layer.output.shape[1:]),
                 _activation_name(layer.get_config()),
             )
