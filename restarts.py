@@ -9,8 +9,9 @@ seed instead of testing a dead one (main.py --restarts).
 The rule reads the validation split only, never the test split:
 
 - an epoch **learned** when its val_auc is at least LEARNED and its val_accuracy is more than
-  MAJORITY_TOL away from the majority-class rate of the validation split (a network that gives
-  every gene one class can still rank genes a little above chance);
+  MAJORITY_TOL away from the rate of either class in the validation split (a network that
+  gives every gene one class, the majority's or the minority's, can still rank genes a little
+  above chance);
 - **stalled**: none of the first STALL_EPOCHS epochs learned (checked after epoch
   min(STALL_EPOCHS, epochs), so a 1-epoch run is judged after its only epoch);
 - **collapsed**: an epoch's val_auc is more than COLLAPSE_DROP below the best val_auc of the
@@ -29,7 +30,7 @@ import zlib
 import numpy as np
 
 LEARNED = 0.6  # val_auc at or above it, with an accuracy beyond one class: learned
-MAJORITY_TOL = 0.01  # val_accuracy this close to the majority-class rate: one class predicted
+MAJORITY_TOL = 0.01  # val_accuracy this close to either class's rate: one class predicted
 COLLAPSE_DROP = 0.2  # val_auc this far below its best so far: a collapse
 STALL_EPOCHS = 2  # a network that learned in none of its first epochs has stalled
 # Below this many validation genes the rule is off: with 500 genes in two equal classes a
@@ -77,12 +78,21 @@ class Failure:
     why: str  # one clause for the console and attempts.csv
 
 
+def one_class(val_accuracy, majority: float) -> np.ndarray:
+    """Per epoch: is val_accuracy within MAJORITY_TOL of the rate of either class, as when every
+    gene is given the majority class or every gene the minority one? (On a nearly balanced
+    split the two rates are close, and a network predicting the minority class for all genes
+    sits just beyond MAJORITY_TOL of the majority's rate.)"""
+    acc = np.asarray(val_accuracy, dtype=np.float64)
+    off = np.minimum(np.abs(acc - majority), np.abs(acc - (1 - majority)))
+    return off <= MAJORITY_TOL + EPS
+
+
 def learned(val_auc, val_accuracy, majority: float) -> np.ndarray:
     """Per epoch: did it learn (see the module docstring)? NaN never counts as learned."""
     auc = np.asarray(val_auc, dtype=np.float64)
-    acc = np.asarray(val_accuracy, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return (auc >= LEARNED) & (np.abs(acc - majority) > MAJORITY_TOL + EPS)
+        return (auc >= LEARNED) & ~one_class(val_accuracy, majority)
 
 
 def failure(val_auc, val_accuracy, majority: float, epochs: int) -> Failure | None:

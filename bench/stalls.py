@@ -33,7 +33,7 @@ best_epoch) and output.csv:
   epoch's;
 - learned at: the first epoch with val_auc >= 0.6, or "never";
 - stalled: the best val AUC is below 0.6 ("low AUC"), or val_accuracy is within 0.01 of the
-  majority-class rate of the validation split in every epoch ("one class": the model never
+  rate of either class of the validation split in every epoch ("one class": the model never
   beat predicting one class, whatever its AUC);
 - collapsed: at some epoch val_auc is more than 0.2 below the best val_auc of the epochs
   before it (it learned, then fell back); "collapsed at" is the first such epoch;
@@ -88,8 +88,8 @@ import files  # noqa: E402
 import restarts  # noqa: E402  (numpy only)
 
 # The thresholds are those main.py's restarts use (restarts.py): LEARNED, val_auc at or above
-# it: learned, below it: near chance; MAJORITY_TOL, val_accuracy this close to the
-# majority-class rate: one class predicted; COLLAPSE_DROP, val_auc this far below its best so
+# it: learned, below it: near chance; restarts.one_class, val_accuracy within MAJORITY_TOL of
+# either class's rate: one class predicted; COLLAPSE_DROP, val_auc this far below its best so
 # far: a collapse.
 from restarts import COLLAPSE_DROP, EPS, LEARNED, MAJORITY_TOL  # noqa: E402
 
@@ -182,8 +182,7 @@ def judge(log: dict[str, list[float]], test_auc: float, majority: float) -> dict
     before = np.concatenate([[-np.inf], before[:-1]])
     # EPS: a difference of exactly the threshold, as written, is not "more than" it in floats.
     fell = np.flatnonzero(before - val_auc > COLLAPSE_DROP + EPS)
-    close = np.abs(val_acc - majority) <= MAJORITY_TOL + EPS
-    one_class = bool(len(val_acc)) and bool(np.all(close))
+    one_class = bool(len(val_acc)) and bool(np.all(restarts.one_class(val_acc, majority)))
     low_auc = not best >= LEARNED
     return {
         "best_val_auc": best,
@@ -433,8 +432,8 @@ def definitions() -> list[str]:
         f"- **learned at**: the first epoch (counted from 1, as best_epoch) with val_auc >= "
         f"{LEARNED}, or never.",
         f"- **stalled**: the best val_auc over all epochs is below {LEARNED} (low AUC), or "
-        f"val_accuracy is within {MAJORITY_TOL} of the validation split's majority-class rate "
-        "in every epoch (one class: the model never beat predicting one class, whatever its "
+        f"val_accuracy is within {MAJORITY_TOL} of the rate of either class of the validation "
+        "split in every epoch (one class: the model never beat predicting one class, whatever its "
         "AUC).",
         f"- **collapsed**: at some epoch val_auc is more than {COLLAPSE_DROP} below the best "
         "val_auc of the epochs before it; **collapsed at** is the first such epoch.",

@@ -91,6 +91,10 @@ def test_stalls_judge_follows_its_definitions():
     # A good AUC but the majority-class accuracy in every epoch: stalled (one class).
     v = stalls.judge({"val_auc": [0.7, 0.74], "val_accuracy": [0.51, 0.50]}, 0.7, 0.505)
     assert v["stalled"] and v["stall_reason"] == "one class" and not v["at_chance"]
+    # Every gene given the minority class, then the majority one: one class too.
+    log = {"val_auc": [0.698, 0.5, 0.5], "val_accuracy": [0.4936, 0.4936, 0.5064]}
+    v = stalls.judge(log, 0.5, 0.5064)
+    assert v["stalled"] and v["stall_reason"] == "one class" and v["at_chance"]
     # A fall of exactly 0.2 or less is no collapse; an undefined AUC is skipped.
     v = stalls.judge(
         {"val_auc": [nan, 0.8, 0.6, 0.7], "val_accuracy": [nan, 0.7, 0.6, 0.6]}, nan, 0.5

@@ -268,11 +268,14 @@ def test_outputs_stay_float32_under_both_policies(precision_runs, name):
         assert model.get_layer("conv1").activation is keras.activations.tanh
         assert model.get_layer("conv2").compute_dtype == compute
         assert model.get_layer("conv3").compute_dtype == compute
-        # Under bfloat16, tanh is evaluated in float32 (bfloat16 rounds it to +-1, which has
-        # no gradient); under off it is Keras' own, as in the paper.
+        # Under bfloat16 conv2 and conv3 add their bias and take tanh in float32, and the
+        # dense layers are float32; under off every layer is Keras' own, as in the paper.
+        conv = Convnet.MixedConv1D if name == "bfloat16" else keras.layers.Conv1D
+        assert [type(model.get_layer(n)) for n in ("conv2", "conv3")] == [conv, conv]
         for layer in ("conv2", "conv3", "dense1", "dense2", "dense3"):
-            found = model.get_layer(layer).activation
-            assert found is (Convnet.tanh_float32 if name == "bfloat16" else keras.activations.tanh)
+            assert model.get_layer(layer).activation is keras.activations.tanh
+        for layer in ("dense1", "dense2", "dense3"):
+            assert model.get_layer(layer).compute_dtype == "float32"
         assert Convnet.variant_of(model) == "full"
         assert model.get_layer("output").dtype_policy.name == "float32"
         assert model.output.dtype == "float32"

@@ -58,6 +58,11 @@ def test_the_majority_rate_is_the_validation_splits():
     # 0.70 accuracy is one class when 70% of the validation genes are of one class.
     assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.7)[1].kind == "stalled"
     assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.5) == [None, None]
+    # Every gene given the minority class: accuracy is the minority's rate, 0.4936 on a split
+    # of 50.64% low genes, 0.0128 from the majority's rate (a bfloat16 run tested at 0.500
+    # because this counted as learned).
+    assert verdicts([0.698, 0.5], [0.4936, 0.4936], majority=0.5064)[1].kind == "stalled"
+    assert verdicts([0.698, 0.70], [0.4936, 0.52], majority=0.5064) == [None, None]
     assert restarts.majority_rate([1, 1, 1, 0]) == 0.75
     assert restarts.majority_rate([0, 0, 0, 1]) == 0.75
 
