@@ -84,7 +84,9 @@ def run(data_dir: Path, save: Path, seed: int, epochs: int, precision: str) -> d
     }
 
 
-def report(runs: dict, cells: list[str], sizing: Sizing, argv: list[str], started) -> list[str]:
+def report(
+    runs: dict, cells: list[str], sizing: Sizing, argv: list[str], started, label: str
+) -> list[str]:
     """The Markdown block: per cell and overall, both precisions and their paired difference."""
     seeds = sorted({seed for _, seed in runs})
 
@@ -122,7 +124,7 @@ def report(runs: dict, cells: list[str], sizing: Sizing, argv: list[str], starte
         for s in seeds
     ]
     return [
-        f"## Mixed model, float32 against bfloat16 ({argv_label(argv)})",
+        f"## Mixed model, float32 against bfloat16 ({label})",
         "",
         f"Machine: {bench.machine()}.",
         "",
@@ -150,16 +152,17 @@ def report(runs: dict, cells: list[str], sizing: Sizing, argv: list[str], starte
     ]
 
 
-def argv_label(argv: list[str]) -> str:
-    return "tiny" if "--tiny" in argv else "full"
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="2 cells x 40 genes, 2 seeds, 1 epoch")
     p.add_argument("--seeds", type=int, help="seeds 0 .. N-1 [Default: the mode's, 6]")
     p.add_argument("--work", help="folder kept for the data and runs, resumed [Default: temp]")
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"), help="Markdown file")
+    p.add_argument(
+        "--label",
+        help="names the measurement in the report; a re-run with the same label replaces its "
+        "block [Default: the mode, full or tiny]",
+    )
     return p.parse_args(argv)
 
 
@@ -187,8 +190,9 @@ def main(argv=None) -> int:
                     f"attempt(s), {got['seconds']:.0f} s",
                     flush=True,
                 )
-        lines = report(runs, cells, sizing, argv, started)
-        bench.write_block(Path(args.out), "mixed_precision.py", argv_label(argv), lines)
+        label = args.label or ("tiny" if args.tiny else "full")
+        lines = report(runs, cells, sizing, argv, started, label)
+        bench.write_block(Path(args.out), "mixed_precision.py", label, lines)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -194,8 +194,9 @@ def test_mixed_precision_pairs_seeds_per_cell_and_over_runs(tmp_path):
     ):
         runs[("off", seed)], runs[("bfloat16", seed)] = got(f32), got(bf16)
     lines = mixed_precision.report(
-        runs, ["S001", "S002"], mixed_precision.Sizing(cells=2, seeds=3), [], "now"
+        runs, ["S001", "S002"], mixed_precision.Sizing(cells=2, seeds=3), [], "now", "x"
     )
+    assert lines[0] == "## Mixed model, float32 against bfloat16 (x)"
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| S00")}
     # S001: diffs -0.01, 0, +0.02: mean 0.0033, std 0.0153, t(0.975, 2) = 4.3027
     assert rows["| S001"] == (
@@ -210,7 +211,7 @@ def test_mixed_precision_pairs_seeds_per_cell_and_over_runs(tmp_path):
 def test_mixed_precision_tiny_runs_both_precisions(tmp_path):
     out = tmp_path / "RESULTS.md"
     work = tmp_path / "work"
-    argv = ["--tiny", "--seeds", "1", "--out", out, "--work", work]
+    argv = ["--tiny", "--seeds", "1", "--out", out, "--work", work, "--label", "tiny, again"]
     res = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mixed_precision.py"), *map(str, argv)],
         capture_output=True,
@@ -219,7 +220,7 @@ def test_mixed_precision_tiny_runs_both_precisions(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     text = out.read_text()
-    assert "<!-- mixed_precision.py: tiny begin -->" in text
+    assert "<!-- mixed_precision.py: tiny, again begin -->" in text
     assert re.search(
         r"^\| S001 \| 0\.\d{4} \(nan\) \| 0\.\d{4} \(nan\) \| [+-]0\.\d{4} \|", text, re.M
     )
