@@ -49,9 +49,9 @@ def auto_precision(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, s
     on a GPU of compute capability 8.0 or newer (native bfloat16 tensor cores) and on a CPU
     with AMX (amx_bf16), the one CPU kind where bfloat16 was measured faster; float32 ("off")
     elsewhere: AVX512-BF16 without AMX is not measured faster, and float16 (older GPUs' tensor
-    cores) is not measured for AUC, so it is only used when asked for. auto is not the
-    default: bfloat16 was measured to cost about 0.003 AUC (bench/RESULTS.md, "bfloat16,
-    second measurement").
+    cores) is not measured for AUC, so it is only used when asked for. auto is the default:
+    bfloat16 was measured at no AUC cost beyond seed noise (bench/RESULTS.md, "bfloat16, third
+    measurement").
     """
     if gpus:
         major, minor = min(gpus)

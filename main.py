@@ -242,14 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--mixed_precision",
         nargs="?",
         const="auto",
-        default="off",
+        default="auto",
         choices=distribute.PRECISIONS,
-        help="compute in float16 or bfloat16 (tanh, conv1, the output layer and the "
-        "weights stay float32): a per-cell epoch about 2.8x faster on a CPU with AMX, test "
-        "AUC about 0.003 lower (README, Speed); auto (or a bare --mixed_precision): bfloat16 "
-        "on a CPU with AMX and on GPUs of compute capability 8.0 and up, float32 elsewhere; "
-        "the run's Devices line and args.json say which (default: off, float32 throughout, "
-        "the paper's arithmetic)",
+        help="compute conv2 and conv3 in float16 or bfloat16 (their bias and tanh, the other "
+        "layers and the weights stay float32); auto (or a bare --mixed_precision): bfloat16 "
+        "on a CPU with AMX, where a per-cell epoch is about 2.8x faster at no AUC cost "
+        "measured (README, Speed), and on GPUs of compute capability 8.0 and up, float32 "
+        "elsewhere; off: float32 throughout, the paper's arithmetic; the run's Devices line "
+        "and args.json say which (default: auto)",
     )
     hw.add_argument(
         "--jit",

@@ -591,8 +591,8 @@ def bench_epoch(cell_data, size: Sizing, macs: int) -> list[str]:
         + ", ".join(f"{statistics.median(switched[k]):.2f} s in {k}" for k in models)
         + "); each turn is followed by its own dtype's matmul; one AUC callback per model, "
         "whose validation step is traced once, as in `Convnet.train`. "
-        f"`--mixed_precision auto` chooses {auto} here ({reason}); the faster here is "
-        f"{faster}; main.py's default is float32 (`off`)."
+        f"`--mixed_precision auto`, main.py's default, chooses {auto} here ({reason}); the "
+        f"faster here is {faster}."
         + ("" if amx else " The targets apply on a CPU with AMX; this machine has none."),
     ]
 

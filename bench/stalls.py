@@ -2,8 +2,8 @@
 into bench/RESULTS.md.
 
     python bench/stalls.py            # full mode: 4 cells x 6 seeds x 20 epochs, full size
-                                      # (24 runs: 2 hours on 2 cores in float32, the
-                                      # default; 40 minutes with AMX in bfloat16)
+                                      # (24 runs: 40 minutes on 2 cores with AMX, where the
+                                      # default is bfloat16; 2 hours in float32)
     python bench/stalls.py --quick    # 2 cells x 2 seeds x 3 epochs, 600 genes: a few minutes
     python bench/stalls.py --tiny     # 1 cell x 1 seed x 1 epoch, 60 genes: for the tests only
     python bench/stalls.py --extra "--restarts 2" --label "restarts 2"   # measure a cure
