@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=distribute.PRECISIONS,
         help="compute conv2 and conv3 in float16 or bfloat16 (their bias and tanh, the other "
         "layers and the weights stay float32); auto (or a bare --mixed_precision): bfloat16 "
-        "on a CPU with AMX, where a per-cell epoch is about 2.8x faster at no AUC cost "
+        "on a CPU with AMX, where a per-cell epoch is about 2.7x faster at no AUC cost "
         "measured (README, Speed), and on GPUs of compute capability 8.0 and up, float32 "
         "elsewhere; off: float32 throughout, the paper's arithmetic; the run's Devices line "
         "and args.json say which (default: auto)",

@@ -418,9 +418,10 @@ def bench_throughput(cell_data, size: Sizing) -> tuple[list[str], dict]:
         f"| total | | {sum(r[2] for r in rows):,} | {macs:,} |",
         "",
         "FLOP per gene: training 6 x multiply-adds (forward 2, backward 4), inference 2 x. "
-        "bfloat16 is Keras' mixed_bfloat16 policy (`--mixed_precision bfloat16`): layers "
-        "compute in bfloat16; weights, tanh, conv1 (one input channel) and the softmax output "
-        "stay float32. Each row's x matmul is against the matmul of its own dtype.",
+        "bfloat16 is Keras' mixed_bfloat16 policy (`--mixed_precision bfloat16`): conv2 and "
+        "conv3 compute in bfloat16; their bias and tanh, conv1 (one input channel), the dense "
+        "layers, the softmax output and the weights stay float32. Each row's x matmul is "
+        "against the matmul of its own dtype.",
         "",
         "| what | genes/s | GFLOP/s | x matmul | target | met |",
         "|---|---|---|---|---|---|",
