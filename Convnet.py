@@ -113,17 +113,31 @@ def tanh_float32(x):
 
 
 def in_current_policy(model):
-    """`model` computing in the current dtype policy: a loaded model keeps the policy it was
-    saved with, so a model trained in float32 would fine-tune in float32 under a bfloat16 run
-    (and the other way round). Rebuilt, same network and weights, when its policy differs;
-    returned as it is when it already computes in this one or is not this network."""
-    policy = keras.mixed_precision.global_policy().name
+    """`model` computing in the current dtype policy: a loaded model keeps the layers and policy
+    it was saved with, so a model trained in float32 would fine-tune in float32 under a bfloat16
+    run (and the other way round), and one saved by an earlier bfloat16 version would keep
+    that version's bfloat16 bias gradients. Rebuilt, same network and weights, when its layers
+    compute otherwise than Conv1DNet builds them now; returned as it is when they compute the
+    same or it is not this network."""
     variant = variant_of(model)
-    if variant is None or model.get_layer("conv2").dtype_policy.name == policy:
+    if variant is None:
         return model
     fresh = Conv1DNet(model.input_shape[1:], variant=variant, name=model.name)
+    if _arithmetic(fresh) == _arithmetic(model):
+        return model
     fresh.set_weights(model.get_weights())
     return fresh
+
+
+def _arithmetic(model) -> list[tuple]:
+    """Per layer with weights: its class, dtype policy and activation, what decides how it
+    computes. (Layers without weights are left out: Keras reloads SpatialDropout1D in float32
+    whatever the policy it was saved under.)"""
+    return [
+        (type(layer), layer.dtype_policy.name, getattr(layer, "activation", None))
+        for layer in model.layers
+        if layer.weights
+    ]
 
 
 def _activation_name(config) -> str | None:

@@ -374,6 +374,11 @@ def test_a_model_saved_by_an_earlier_bfloat16_version_still_loads(tmp_path):
     assert rebuilt.get_layer("conv2").compute_dtype == "float32"
     for a, b in zip(rebuilt.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # Under bfloat16 too it is rebuilt: its bias gradients would be summed in bfloat16.
+    with distribute.dtype_policy("mixed_bfloat16"):
+        rebuilt = Convnet.in_current_policy(loaded)
+    assert type(rebuilt.get_layer("conv2")) is Convnet.MixedConv1D
+    assert rebuilt.get_layer("dense1").compute_dtype == "float32"
 
 
 def test_a_loaded_model_is_rebuilt_in_the_runs_policy():
