@@ -217,15 +217,55 @@ def compile_model(model, lr=0.001, jit_compile=False, train_auc=False):
     return model
 
 
-def lr_schedule(lr, lr_decay):
-    """Return epoch -> lr * lr_decay**epoch (epoch 0-based) for LearningRateScheduler."""
+def step_rate(lr, lr_decay, warmup, step, epoch) -> float:
+    """The learning rate of training step ``step`` (0-based, counted over the whole fit), in
+    epoch ``epoch`` (0-based): lr * lr_decay**epoch, times (step + 1) / warmup during the first
+    ``warmup`` steps. With warmup 0 it is the paper's schedule; with one epoch's steps, the
+    first epoch's rate climbs linearly from lr / warmup to lr and every later epoch is the
+    paper's."""
+    rate = lr * lr_decay**epoch
+    if step < warmup:
+        rate *= (step + 1) / warmup
+    return float(rate)
 
-    # Keras also passes the current rate; ignore it so the rate is closed-form
-    # in the epoch and never compounds.
-    def schedule(epoch, current_lr=None):
-        return float(lr * lr_decay**epoch)
 
-    return schedule
+class LearningRate(keras.callbacks.Callback):
+    """The learning rate of every step (step_rate): set at each epoch's start, and before each
+    of the first ``warmup`` steps; with warmup 0, what Keras' LearningRateScheduler did with the
+    paper's per-epoch schedule, bit for bit. The rate at the epoch's end goes into the logs as
+    learning_rate.
+
+    Why warm up: with the paper's schedule, Adam's first steps move each of dense1's 8,960
+    weights by about the full rate whatever the gradient's size, and can push all 35 of its tanh
+    units into saturation, after which no gradient reaches the layers below and the network
+    gives every gene one probability (bench/RESULTS.md, "Stalls"; "Stall benchmark, wide
+    cells"). Small first steps let Adam's moment estimates settle first."""
+
+    def __init__(self, lr, lr_decay, warmup=0):
+        super().__init__()
+        self.lr, self.lr_decay, self.warmup = lr, lr_decay, int(warmup)
+
+    def on_train_begin(self, logs=None):
+        self.step, self.epoch = 0, 0
+
+    def _set(self, rate):
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._set(step_rate(self.lr, self.lr_decay, self.warmup, self.step, epoch))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step <= self.warmup and self.warmup:  # the warm-up, and the step after it
+            self._set(step_rate(self.lr, self.lr_decay, self.warmup, self.step, self.epoch))
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        # The rate in force at the epoch's end, read back as the optimizer holds it (float32).
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
 
 
 def diverged(logs) -> bool:
@@ -350,6 +390,7 @@ def train(
     train_auc_subsample=None,
     jit_compile=False,
     callbacks=(),
+    warmup=0,
 ):
     """Compile and fit `model`, keeping the best epoch by `monitor`.
 
@@ -375,6 +416,8 @@ def train(
             the training split (all of them if N >= its size), one more
             prediction pass per epoch. The validation AUC is always exact.
         jit_compile: XLA-compile the training steps (see compile_model).
+        warmup: the learning rate warms up linearly over this many first steps
+            (step_rate; 0: the paper's schedule, see restarts.warmup_steps).
         callbacks: more Keras callbacks, called after this function's own ones.
 
     The validation split is predicted once per epoch, by RocAucCallback, which
@@ -404,7 +447,7 @@ def train(
         RocAucCallback(
             train if exact_train_auc else None, valid, train_subsample=train_auc_subsample
         ),
-        keras.callbacks.LearningRateScheduler(lr_schedule(lr, lr_decay)),
+        LearningRate(lr, lr_decay, warmup),
         EpochLog(os.path.join(save_dir, "log.csv")),
         BestCheckpoint(best_path, monitor=monitor, mode=mode),
         guard := StopOnDivergence(),

@@ -37,7 +37,13 @@ from results import (
 # <folder>/attempts/<n>/.
 TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras", "tensorboard")
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
-MIX_TRAINING_FILES = (*TRAINING_FILES, "trained.json", "attempts", "attempts.csv")
+MIX_TRAINING_FILES = (
+    *TRAINING_FILES,
+    "trained.json",
+    "training.json",
+    "attempts",
+    "attempts.csv",
+)
 
 
 class ExperimentError(Exception):
@@ -251,12 +257,19 @@ _SAID = set()
 
 @dataclasses.dataclass
 class Trained:
-    """What train_model returns: the model to test, its best epoch (1-based), and how many
-    attempts it took (1 without a restart)."""
+    """What train_model returns: the model to test, its best epoch (1-based), how many
+    attempts it took (1 without a restart), and whether it is sound (restarts.py: it learned
+    and did not collapse; None where the rule cannot judge, on a small or one-class validation
+    split)."""
 
     model: object
     best_epoch: int | None
     attempts: int
+    sound: bool | None = None
+
+
+# The record of a trained model, in its folder: recipe, attempts, best epoch and soundness.
+TRAINING_RECORD = "training.json"
 
 
 def train_model(
@@ -265,47 +278,37 @@ def train_model(
     """Train a fresh network (or continue `start`, a model file) into `folder`, draw its
     curves, and return the model to test.
 
-    With --restarts N, an attempt whose validation split shows a stalled or collapsed network
-    (restarts.failure) is stopped and trained again from a fresh seed, up to N times; each
-    replaced attempt's files move to folder/attempts/<n>/, attempts.csv lists them all, and the
-    attempt kept is the best by the validation metric (--monitor) alone: its files are the
-    ones in `folder`. A training that diverges (NaN or infinite loss) stops at once and counts
-    as failed too; ExperimentError is raised when no attempt kept a model. ``what`` names the
-    model in messages (default: the folder's name, the cell)."""
+    Every training is judged on its validation split (restarts.py) when the split is large
+    enough. With --restarts N, an attempt that stalled or collapsed is stopped and trained
+    again from a fresh seed, up to N times; each replaced attempt's files move to
+    folder/attempts/<n>/, attempts.csv lists them all, and the attempt kept is the best sound
+    one by the validation metric (--monitor): its files are the ones in `folder`. When every
+    attempt failed, the one that ranked the validation genes best is trained again from its
+    seed to the full epochs, without stopping, and tested as not sound. A training that
+    diverges (NaN or infinite loss) stops at once and counts as failed too; ExperimentError is
+    raised when no attempt kept a model. ``what`` names the model in messages (default: the
+    folder's name, the cell). folder/training.json records the outcome."""
     import Convnet
 
     what = what or folder.name
     planned = epochs or args.epochs
-    off = restarts.guard_applies(valid.labels) if args.restarts else "--restarts 0"
+    off = restarts.guard_applies(valid.labels)
     if args.restarts and off and off not in _SAID:
         _SAID.add(off)  # once per run, not once per cell
         print(f"No restarts: {off}", flush=True)
-    majority = restarts.majority_rate(valid.labels)
+    majority = None if off else restarts.majority_rate(valid.labels)
+    stop = majority is not None and args.restarts > 0
     shutil.rmtree(folder / "attempts", ignore_errors=True)
     (folder / "attempts.csv").unlink(missing_ok=True)
     attempts = []
-    total = 1 if off else args.restarts + 1
+    total = args.restarts + 1 if stop else 1
     for number in range(1, total + 1):
         attempt_seed = restarts.attempt_seed(seed, number)
-        fit, failure = _train_once(
-            args, train, valid, folder, attempt_seed, start, planned, lr, None if off else majority
+        fit, seen = _train_once(
+            args, train, valid, folder, attempt_seed, start, planned, lr, majority if stop else None
         )
-        value, val_auc = restarts.best_of(fit.history, fit.best_epoch, args.monitor)
-        attempt = restarts.Attempt(
-            number,
-            attempt_seed,
-            len(fit.history.get("loss", [])),
-            fit.best_epoch,
-            value,
-            val_auc,
-            "learned",
-        )
-        if fit.diverged_epoch is not None:
-            loss = fit.history["loss"][fit.diverged_epoch - 1]
-            attempt.outcome = "diverged"
-            attempt.why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
-        elif failure is not None:
-            attempt.outcome, attempt.why = failure.kind, failure.why
+        judge = "guard" if stop else "replay" if majority is not None else None
+        attempt = _attempt(number, attempt_seed, fit, seen, judge, args.monitor, majority, planned)
         attempts.append(attempt)
         if not attempt.failed:
             break
@@ -327,21 +330,115 @@ def train_model(
         _move_training(folder / chosen.folder, folder)
         shutil.rmtree(folder / chosen.folder, ignore_errors=True)
         chosen.folder = "."
+    if chosen is not None and chosen.failed and chosen.outcome != "diverged":
+        if chosen.epochs < planned:
+            chosen = _train_on(args, train, valid, folder, attempts, chosen, planned, start, lr)
     if len(attempts) > 1:
         files.write_csv(
             folder / "attempts.csv",
             pd.DataFrame(restarts.attempt_rows(attempts, chosen), columns=restarts.ATTEMPT_COLUMNS),
         )
     _report(args, what, folder, attempts, chosen, lr)
-    return Trained(
-        Convnet.load_model(str(folder / "best_model.keras")), chosen.best_epoch, len(attempts)
+    # A diverged model is never sound; otherwise the rule's verdict, where it can judge.
+    sound = (
+        False if chosen.outcome == "diverged" else None if majority is None else not chosen.failed
     )
+    files.write_json(
+        folder / TRAINING_RECORD,
+        {
+            "recipe": args.recipe,
+            "attempts": len(attempts),
+            "best_epoch": chosen.best_epoch,
+            "outcome": chosen.outcome,
+            "sound": sound,
+        },
+    )
+    return Trained(
+        Convnet.load_model(str(folder / "best_model.keras")),
+        chosen.best_epoch,
+        len(attempts),
+        sound,
+    )
+
+
+def _attempt(number, seed, fit, seen, judge, monitor, majority, planned) -> restarts.Attempt:
+    """One finished attempt, judged: with judge "guard", by the verdict `seen` of the guard that
+    watched every epoch (and stopped the training there); with "replay", by the rule replayed
+    over its log (--restarts 0: judged, never stopped); with None, not at all (the rule cannot
+    judge this validation split): "learned"."""
+    value, val_auc = restarts.best_of(fit.history, fit.best_epoch, monitor)
+    attempt = restarts.Attempt(
+        number,
+        seed,
+        len(fit.history.get("loss", [])),
+        fit.best_epoch,
+        value,
+        val_auc,
+        "learned",
+        top_val_auc=restarts.top_val_auc(fit.history),
+    )
+    if fit.diverged_epoch is not None:
+        loss = fit.history["loss"][fit.diverged_epoch - 1]
+        attempt.outcome = "diverged"
+        attempt.why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
+    elif judge == "guard" and seen is not None:
+        attempt.outcome, attempt.why = seen.kind, seen.why
+    elif judge == "replay":
+        found = restarts.verdict(
+            fit.history.get("val_auc", []), fit.history.get("val_accuracy", []), majority, planned
+        )
+        if found is not None:
+            attempt.outcome, attempt.why = found.kind, found.why
+    return attempt
+
+
+def _train_on(args, train, valid, folder, attempts, chosen, planned, start, lr):
+    """Every attempt failed: train the one that ranked best (`chosen`, whose files are in
+    `folder`) again from its seed to the full ``planned`` epochs, never stopped, so that no
+    1-2-epoch network is tested; returns that training as one more attempt, not sound
+    (outcome "trained on"). The short attempt's files move to attempts/<n>/."""
+    chosen.folder = f"attempts/{chosen.number}"
+    _move_training(folder, folder / chosen.folder)
+    print(
+        f"{folder.name}: every attempt failed; attempt {chosen.number} ranked the validation "
+        f"genes best (val AUC {chosen.top_val_auc:.3f}): training it again from its seed "
+        f"{chosen.seed} to all {planned} epochs, without stopping",
+        flush=True,
+    )
+    fit, _ = _train_once(args, train, valid, folder, chosen.seed, start, planned, lr, None)
+    value, val_auc = restarts.best_of(fit.history, fit.best_epoch, args.monitor)
+    on = restarts.Attempt(
+        len(attempts) + 1,
+        chosen.seed,
+        len(fit.history.get("loss", [])),
+        fit.best_epoch,
+        value,
+        val_auc,
+        "trained on",
+        f"every attempt failed; attempt {chosen.number} ({chosen.outcome}), which ranked best, "
+        f"trained again from its seed to {planned} epochs without stopping",
+        top_val_auc=restarts.top_val_auc(fit.history),
+        trained_on=True,
+    )
+    if fit.diverged_epoch is not None:
+        on.outcome = "diverged"
+        on.why = f"{on.why}; it diverged at epoch {fit.diverged_epoch}"
+    attempts.append(on)
+    if fit.best_epoch is None:  # diverged before any epoch: test the short attempt instead
+        on.folder = f"attempts/{on.number}"
+        _move_training(folder, folder / on.folder)
+        _move_training(folder / chosen.folder, folder)
+        shutil.rmtree(folder / chosen.folder, ignore_errors=True)
+        chosen.folder = "."
+        return chosen
+    return on
 
 
 def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, majority):
     """One attempt: a network seeded by `seed`, trained into `folder` (its curves drawn);
     returns (Convnet.TrainResult, restarts.Failure or None). With `majority` (the validation
-    split's majority-class rate), training stops at the first sign of a stall or collapse."""
+    split's majority-class rate), a guard judges every epoch and stops the training at the
+    first sign of a stall or collapse: its verdict is returned."""
     import keras
 
     import Convnet
@@ -374,6 +471,7 @@ def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, major
             seed=seed,
             jit_compile=args.jit,
             callbacks=[STOP.callback(), *guard],
+            warmup=restarts.warmup_steps(args.recipe, len(train.x), args.batch_size),
         )
     plot_log(folder)
     return fit, guard[0].failure if guard else None
@@ -409,14 +507,21 @@ def _report(args, what, folder, attempts, chosen, lr) -> None:
     if chosen.outcome == "diverged":
         print(
             f"warning: {what}: {chosen.why}; stopped there, and the best epoch before it "
-            f"({chosen.best_epoch}) is the one tested",
+            f"({chosen.best_epoch}) is the one tested, marked not sound",
             file=sys.stderr,
             flush=True,
         )
-    elif chosen.failed and len(attempts) > 1:
+    elif chosen.failed:
+        # Read from the validation split alone: the test split has no say in what is trained.
+        how = (
+            f"all {len(attempts) - 1} attempts failed; {chosen.why}"
+            if chosen.trained_on
+            else f"attempt {chosen.number} {chosen.outcome}: {chosen.why}"
+        )
         print(
-            f"warning: {what}: all {len(attempts)} attempts stalled, collapsed or diverged; the "
-            f"best by {args.monitor} (attempt {chosen.number}: {chosen.why}) is tested",
+            f"warning: {what}: not sound: {how}; its best validation AUC is "
+            f"{chosen.top_val_auc:.3f}; it is tested and marked sound=False in the results "
+            f"table (see {folder / 'log.png'})",
             file=sys.stderr,
             flush=True,
         )
@@ -457,23 +562,15 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
         trained = train_model(args, c.train, c.valid, save / cell, cell_seed(args, cell))
         row = test_cell(trained.model, cell, c.test, save / cell, trained.best_epoch)
         row["attempts"] = trained.attempts
+        row["sound"] = trained.sound
         results.add(row)  # after every cell: a stopped run keeps what finished
         tries = f", {trained.attempts} attempts" if trained.attempts > 1 else ""
+        unsound = ", NOT SOUND" if trained.sound is False else ""
         print(
             f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
-            f"best epoch {trained.best_epoch}{tries}, {time.time() - start:.0f}s",
+            f"best epoch {trained.best_epoch}{tries}{unsound}, {time.time() - start:.0f}s",
             flush=True,
         )
-        if row["auc"] < 0.6 and len(c.train.ids) >= 1000:
-            # The tanh network sometimes stays at chance on one cell (seen on generated data):
-            # say so rather than let it pass as that cell's result.
-            print(
-                f"warning: {cell}'s model barely learned (test AUC {row['auc']:.3f}); its "
-                "training may have stalled: look at its log.png, or train it again with "
-                "another --seed or more --restarts",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
@@ -491,7 +588,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         f"pooled from {len(cells)} cells",
         flush=True,
     )
-    best_epoch, attempts = train_mixed(args, mix, save, cells)
+    best_epoch, attempts, sound = train_mixed(args, mix, save, cells)
     if not args.chief:
         return  # testing involves no other worker: the chief's alone
     model = Convnet.load_model(str(save / "best_model.keras"))
@@ -501,6 +598,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         STOP.check()
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
         row["attempts"] = attempts
+        row["sound"] = sound
         results.add(row)
         print(
             f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
@@ -509,18 +607,18 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         )
 
 
-def train_mixed(args, mix, save: Path, cells: list[str]) -> tuple[int | None, int | None]:
+def train_mixed(args, mix, save: Path, cells: list[str]):
     """Train the mixed model into save/best_model.keras unless a resumed run already did;
-    return (its best epoch, the attempts it took). save/trained.json records that training
-    finished."""
+    return (its best epoch, the attempts it took, whether it is sound). save/trained.json
+    records that training finished."""
     marker = save / "trained.json"
     if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
-        return None, None
+        return None, None, None
     if args.resume and marker.exists() and (save / "best_model.keras").exists():
         trained = json.loads(marker.read_text())
         best_epoch = trained["best_epoch"]
         print(f"Mixed model trained earlier (best epoch {best_epoch}), kept", flush=True)
-        return best_epoch, trained.get("attempts")
+        return best_epoch, trained.get("attempts"), trained.get("sound")
     for name in MIX_TRAINING_FILES:  # an interrupted training's remains
         path = save / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -530,11 +628,12 @@ def train_mixed(args, mix, save: Path, cells: list[str]) -> tuple[int | None, in
         {
             "best_epoch": trained.best_epoch,
             "attempts": trained.attempts,
+            "sound": trained.sound,
             "cells": cells,
             "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)},
         },
     )
-    return trained.best_epoch, trained.attempts
+    return trained.best_epoch, trained.attempts, trained.sound
 
 
 def mixed_memory_check(args, cells: list[str]) -> None:
@@ -587,6 +686,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         marker = pretrained.parent / "trained.json"
         trained = json.loads(marker.read_text()) if marker.exists() else {}
         best_mixed, attempts_mixed = trained.get("best_epoch"), trained.get("attempts")
+        sound_mixed = trained.get("sound")
     else:
         pool = pretraining_cells(args, cells)
         mix = data.load_data_mix(
@@ -598,7 +698,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
             f"genes pooled from {len(pool)} cells",
             flush=True,
         )
-        best_mixed, attempts_mixed = train_mixed(args, mix, save, pool)
+        best_mixed, attempts_mixed, sound_mixed = train_mixed(args, mix, save, pool)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
         if getattr(args, "chief_trained", False):
@@ -637,6 +737,8 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
                 "best_epoch_finetuned": best_epoch,
                 "attempts_mixed": attempts_mixed,
                 "attempts_finetuned": trained.attempts,
+                "sound_mixed": sound_mixed,
+                "sound_finetuned": trained.sound,
             }
         )
         print(
@@ -676,6 +778,7 @@ def run_weights(args, cells: list[str], save: Path, results: Results) -> None:
     for i, cell, path, model, features in saved_models(args, cells, results):
         split = data.load_cell(Path(args.data_dir) / cell, additional_features=features).test
         row = test_cell(model, cell, split, save / cell, None)
+        row["sound"] = recorded_soundness(path)
         results.add(row)
         print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
 
@@ -706,6 +809,7 @@ def run_predict(args, cells: list[str], save: Path, results: Results) -> None:
             "auc": auc,
             "n_test": len(test.ids),
             "model": str(path),
+            "sound": recorded_soundness(path),
         }
         results.add(row)
         scored = f", test AUC {auc:.4f}" if auc is not None else " (no labels)"
@@ -714,6 +818,19 @@ def run_predict(args, cells: list[str], save: Path, results: Results) -> None:
             f"{row['predicted_high']:.1%} high{scored} ({path})",
             flush=True,
         )
+
+
+def recorded_soundness(path: Path) -> bool | None:
+    """Whether the saved model `path` was judged sound when it was trained, from the record
+    beside it (training.json; a mixed model's trained.json); None when there is none."""
+    for name in (TRAINING_RECORD, "trained.json"):
+        try:
+            found = json.loads((path.parent / name).read_text()).get("sound")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, bool):
+            return found
+    return None
 
 
 def weights_paths(args, cells: list[str]) -> list[Path]:

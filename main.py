@@ -134,14 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation metric that picks the best epoch (the checkpoint tested)",
     )
     p.add_argument(
+        "--recipe",
+        default="default",
+        choices=restarts.RECIPES,
+        help="default: the paper's schedule, but the learning rate warms up linearly over "
+        "the first epoch's steps (from lr/steps to lr), which keeps the tanh network from "
+        "stalling in its first steps; paper: the paper's schedule from the first step (with "
+        "--restarts 0 and --mixed_precision off, the paper's recipe exactly; README: What "
+        "differs)",
+    )
+    p.add_argument(
         "--restarts",
         type=int,
         default=restarts.DEFAULT_RESTARTS,
         help="train a model again from a fresh seed, up to this many times, when its "
-        "validation split shows it stalled (no learning in its first "
-        f"{restarts.STALL_EPOCHS} epochs) or collapsed (val AUC fell by more than "
-        f"{restarts.COLLAPSE_DROP}); the attempt kept is the best by --monitor; 0: the "
-        "paper's recipe, never restarted (README: What differs)",
+        "validation split shows it stalled (val AUC below "
+        f"{restarts.LEARNED} in its first {restarts.STALL_EPOCHS} epochs) or collapsed "
+        "(fell back to chance after learning); the sound attempt kept is the best by "
+        "--monitor; when all fail, the one that ranked best is trained to the full epochs "
+        "and marked not sound; 0: never restarted (every model is still judged: the results "
+        "table's sound column)",
     )
     p.add_argument(
         "--seed",
@@ -375,6 +387,8 @@ def adopt_recorded_settings(args, argv) -> None:
         setattr(args, key, ",".join(value) if key == "cells" and value else value)
     if "restarts" not in recorded and "restarts" not in given:
         args.restarts = 0  # a run started before restarts existed goes on without them
+    if "recipe" not in recorded and "recipe" not in given:
+        args.recipe = "paper"  # a run started before the warm-up existed goes on without it
 
 
 def default_run_name(args) -> str:
@@ -590,9 +604,19 @@ def print_summary(table_rows) -> None:
         if np.isnan(aucs).all():
             continue  # predicted cells without labels have no AUC
         what = key.replace("auc_", "") + " " if key != "auc" else ""
+        sound = key.replace("auc", "sound")
+        judged = [r.get(sound) for r in rows if r.get(sound) is not None]
+        unsound = sum(v is False or v == "False" for v in judged)
+        verdict = (
+            f", {unsound} of {len(rows)} not sound (see the table's {sound} column)"
+            if unsound
+            else f", all {len(judged)} judged sound"
+            if judged and len(judged) == len(rows)
+            else ""
+        )
         print(
             f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "
-            f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}"
+            f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}{verdict}"
         )
 
 

@@ -4,21 +4,32 @@ The paper's tanh network sometimes dies in its first steps: every unit of dense1
 the output is one constant probability for every gene and no gradient reaches the layers below
 (bench/RESULTS.md, "Stalls"). Sometimes a network that learned falls back to chance. Both are
 seen on the validation split after an epoch, so a run can restart that model from a fresh
-seed instead of testing a dead one (main.py --restarts).
+seed instead of testing a dead one (main.py --restarts). The learning-rate warm-up of the
+default recipe (Convnet.warmup_steps) removes the cause on the cells measured; the rule stays
+as the safety net, and is the paper recipe's only one.
 
 The rule reads the validation split only, never the test split:
 
-- an epoch **learned** when its val_auc is at least LEARNED and its val_accuracy is more than
-  MAJORITY_TOL away from the rate of either class in the validation split (a network that
-  gives every gene one class, the majority's or the minority's, can still rank genes a little
-  above chance);
+- an epoch **learned** when its val_auc is at least LEARNED: the network ranks the genes,
+  even if it still gives every gene one class (its threshold has not moved yet: a ranking
+  network's accuracy follows within an epoch or a few);
 - **stalled**: none of the first STALL_EPOCHS epochs learned (checked after epoch
   min(STALL_EPOCHS, epochs), so a 1-epoch run is judged after its only epoch);
-- **collapsed**: an epoch's val_auc is more than COLLAPSE_DROP below the best val_auc of the
-  epochs before it.
+- **collapsed**: after an epoch that learned, an epoch's val_auc is more than COLLAPSE_DROP
+  below the best before it, or back below LEARNED; or, after an epoch that learned and gave
+  both classes, ONE_CLASS_EPOCHS epochs in a row give one class (val_accuracy within
+  MAJORITY_TOL of either class's rate);
+- **one class**: at the end of the planned epochs, no epoch ever gave both classes (a model
+  that ranks but calls every gene low, or every gene high, is not one to test).
 
-The same thresholds define a stalled or collapsed run in the stall benchmark
-(bench/stalls.py), which imports them from here. This module imports no TensorFlow.
+An attempt that ends in none of these is **sound**. The attempt tested is the best sound one by
+the metric that picks the best epoch (--monitor); when every attempt failed, the one that
+ranked the validation genes best (its best val_auc) is trained on to the full epochs and
+tested, and its row says it is not sound.
+
+The same thresholds define a stalled or collapsed run in the stall benchmarks
+(bench/stalls.py, bench/wide_stalls.py), which import them from here. This module imports no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -29,10 +40,11 @@ import zlib
 
 import numpy as np
 
-LEARNED = 0.6  # val_auc at or above it, with an accuracy beyond one class: learned
+LEARNED = 0.6  # val_auc at or above it: learned (the network ranks the genes)
 MAJORITY_TOL = 0.01  # val_accuracy this close to either class's rate: one class predicted
 COLLAPSE_DROP = 0.2  # val_auc this far below its best so far: a collapse
 STALL_EPOCHS = 2  # a network that learned in none of its first epochs has stalled
+ONE_CLASS_EPOCHS = 2  # one class this many epochs in a row, after both: collapsed
 # Below this many validation genes the rule is off: with 500 genes in two equal classes a
 # chance AUC has a standard deviation of about 0.026, so 0.6 sits four of them above chance;
 # on the tiny sample data a slow first epoch and a dead network look alike.
@@ -41,6 +53,19 @@ MIN_VALID_GENES = 500
 # the time and 5 about 0.03% (bench/RESULTS.md, "bfloat16, second measurement").
 DEFAULT_RESTARTS = 4
 EPS = 1e-9  # a difference of exactly the threshold, as written, is not "more than" it
+
+
+# The training recipes (main.py --recipe): the default warms the learning rate up over the first
+# epoch (Convnet.LearningRate), the paper's starts at the full rate.
+RECIPES = ("default", "paper")
+
+
+def warmup_steps(recipe: str, n_train: int, batch_size: int) -> int:
+    """How many first training steps the learning rate warms up over: one epoch's steps
+    (ceil(n_train / batch_size)) in the default recipe, none in the paper's."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    return 0 if recipe == "paper" else math.ceil(n_train / batch_size)
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -88,21 +113,25 @@ def one_class(val_accuracy, majority: float) -> np.ndarray:
     return off <= MAJORITY_TOL + EPS
 
 
-def learned(val_auc, val_accuracy, majority: float) -> np.ndarray:
-    """Per epoch: did it learn (see the module docstring)? NaN never counts as learned."""
+def learned(val_auc) -> np.ndarray:
+    """Per epoch: did it learn, i.e. rank the validation genes (val_auc >= LEARNED)? NaN never
+    counts as learned."""
     auc = np.asarray(val_auc, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return (auc >= LEARNED) & ~one_class(val_accuracy, majority)
+        return auc >= LEARNED
 
 
 def failure(val_auc, val_accuracy, majority: float, epochs: int) -> Failure | None:
     """The verdict after the last epoch of the lists (one value per epoch so far), for a
-    training planned to last ``epochs`` epochs; None while the attempt is sound."""
+    training planned to last ``epochs`` epochs; None while the attempt is sound (see the module
+    docstring for the rule)."""
     auc = np.asarray(val_auc, dtype=np.float64)
     done = len(auc)
     if done == 0:
         return None
     last, acc = auc[-1], float(val_accuracy[-1])
+    ranked = learned(auc)
+    single = one_class(val_accuracy, majority)
     if done > 1 and not np.all(np.isnan(auc[:-1])):
         best = float(np.nanmax(auc[:-1]))
         if best - last > COLLAPSE_DROP + EPS:
@@ -111,13 +140,36 @@ def failure(val_auc, val_accuracy, majority: float, epochs: int) -> Failure | No
                 done,
                 f"val AUC fell to {last:.3f} at epoch {done}, from {best:.3f} earlier",
             )
+        if ranked[:-1].any() and not ranked[-1] and not np.isnan(last):
+            return Failure(
+                "collapsed",
+                done,
+                f"val AUC fell back to {last:.3f} at epoch {done}, below {LEARNED} after "
+                f"reaching {best:.3f}",
+            )
+        both = np.flatnonzero(ranked[:-ONE_CLASS_EPOCHS] & ~single[:-ONE_CLASS_EPOCHS])
+        if len(both) and single[-ONE_CLASS_EPOCHS:].all():
+            return Failure(
+                "collapsed",
+                done,
+                f"one class predicted in epochs {done - ONE_CLASS_EPOCHS + 1} to {done} (val "
+                f"accuracy {acc:.3f} against a majority-class rate of {majority:.3f}), after "
+                f"both classes at epoch {both[0] + 1}",
+            )
     check = min(STALL_EPOCHS, epochs)
-    if done == check and not learned(auc, val_accuracy, majority).any():
+    if done == check and not ranked.any():
         return Failure(
             "stalled",
             done,
-            f"no epoch of the first {done} learned (epoch {done}: val AUC {last:.3f}, val "
-            f"accuracy {acc:.3f} against a majority-class rate of {majority:.3f})",
+            f"no epoch of the first {done} learned (epoch {done}: val AUC {last:.3f} against "
+            f"{LEARNED} to count as learned)",
+        )
+    if done == epochs and single.all():
+        return Failure(
+            "one class",
+            done,
+            f"one class predicted in all {done} epochs (last: val accuracy {acc:.3f} against a "
+            f"majority-class rate of {majority:.3f}, val AUC {last:.3f})",
         )
     return None
 
@@ -132,9 +184,11 @@ class Attempt:
     best_epoch: int | None  # 1-based epoch of its best model; None: no model kept
     best_value: float  # the monitored metric at best_epoch (NaN when none)
     best_val_auc: float  # the val_auc at best_epoch
-    outcome: str  # "learned", "stalled", "collapsed" or "diverged"
+    outcome: str  # "learned", "stalled", "collapsed", "one class" or "diverged"
     why: str = ""
     folder: str = "."  # where its files are, relative to the model's folder
+    top_val_auc: float = math.nan  # the largest val_auc of any epoch: how well it ranked
+    trained_on: bool = False  # every attempt failed, and this one was trained on to the end
 
     @property
     def failed(self) -> bool:
@@ -153,24 +207,35 @@ def best_of(history: dict, best_epoch: int | None, monitor: str) -> tuple[float,
     return at(monitor), at("val_auc")
 
 
+def top_val_auc(history: dict) -> float:
+    """The largest val_auc of any epoch (NaN when none is defined)."""
+    values = np.asarray(history.get("val_auc", []), dtype=np.float64)
+    return math.nan if np.all(np.isnan(values)) else float(np.nanmax(values))
+
+
 def choose(attempts: list[Attempt], monitor: str) -> Attempt | None:
-    """The attempt to test, judged on the validation split alone: an attempt that trained
-    soundly (outcome "learned") before any that stalled, collapsed or diverged (a collapsed
-    one's best epoch came before its fall, but its training was unstable); among those, the
-    best model by ``monitor`` (the metric that already picks the best epoch), maximised or, for
-    a loss, minimised; ties go to the earlier attempt. A model with a NaN value loses to any
-    other; None when no attempt kept a model."""
+    """The attempt to test, judged on the validation split alone.
+
+    A sound attempt (outcome "learned") before any that failed; among sound ones, the best model
+    by ``monitor`` (the metric that already picks the best epoch), maximised or, for a loss,
+    minimised. When every attempt failed, the one that ranked the validation genes best (its
+    largest val_auc over its epochs): a failed attempt's best epoch by val_accuracy is often a
+    tie between networks that all give one class, which says nothing of how well they rank.
+    Ties go to the earlier attempt; a NaN value loses to any other; None when no attempt kept a
+    model."""
     kept = [a for a in attempts if a.best_epoch is not None]
     if not kept:
         return None
+    sound = [a for a in kept if not a.failed]
     sign = 1 if monitor.endswith("loss") else -1
 
-    def key(a):
-        value = a.best_value
+    def key(value, a):
         nan = math.isnan(value)
-        return (a.failed, nan, 0 if nan else sign * value, a.number)
+        return (nan, 0 if nan else value, a.number)
 
-    return min(kept, key=key)
+    if sound:
+        return min(sound, key=lambda a: key(sign * a.best_value, a))
+    return min(kept, key=lambda a: key(-a.top_val_auc, a))
 
 
 ATTEMPT_COLUMNS = [
@@ -181,7 +246,9 @@ ATTEMPT_COLUMNS = [
     "best_epoch",
     "best_value",
     "best_val_auc",
+    "top_val_auc",
     "chosen",
+    "trained_on",
     "folder",
     "why",
 ]
@@ -198,9 +265,21 @@ def attempt_rows(attempts: list[Attempt], chosen: Attempt | None) -> list[dict]:
             "best_epoch": a.best_epoch,
             "best_value": a.best_value,
             "best_val_auc": a.best_val_auc,
+            "top_val_auc": a.top_val_auc,
             "chosen": a is chosen,
+            "trained_on": a.trained_on,
             "folder": a.folder,
             "why": a.why,
         }
         for a in attempts
     ]
+
+
+def verdict(val_auc, val_accuracy, majority: float, epochs: int) -> Failure | None:
+    """The first failure the rule finds when replayed epoch by epoch over a finished training's
+    log, as the guard would have seen it; None when it never fires."""
+    for done in range(1, len(val_auc) + 1):
+        found = failure(val_auc[:done], val_accuracy[:done], majority, epochs)
+        if found is not None:
+            return found
+    return None

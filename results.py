@@ -22,8 +22,11 @@ import files
 from data import VARIANT_LABELS, DataError
 
 # attempts: how many times the tested model was trained (restarts.py); empty where no training
-# happened (a saved model tested) or in tables written before it existed.
-RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts"]
+# happened (a saved model tested) or in tables written before it existed. sound: whether the
+# tested model was judged sound on its validation split (restarts.py: it learned and did not
+# collapse), True or False; empty where it could not be judged (a validation split too small or
+# of one class, a saved model without its training record, a table written before it existed).
+RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts", "sound"]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
 FINETUNE_COLUMNS = [
     "cell",
@@ -36,13 +39,19 @@ FINETUNE_COLUMNS = [
     "best_epoch_finetuned",
     "attempts_mixed",
     "attempts_finetuned",
+    "sound_mixed",
+    "sound_finetuned",
 ]
-# The columns added with restarts: a table without them (written before) is still resumed.
-LATER_COLUMNS = ("attempts", "attempts_mixed", "attempts_finetuned")
+# Columns added after the first tables were written, newest first: a table written before one
+# of them existed is still resumed (their fields left empty).
+LATER_COLUMNS = (
+    ("sound", "sound_mixed", "sound_finetuned"),
+    ("attempts", "attempts_mixed", "attempts_finetuned"),
+)
 # Predicting with a saved model (main.py --predict): per cell, the genes predicted, the share
 # predicted high (probability >= 0.5), the test split's genes and, where the cell has labels,
 # their AUC.
-PREDICT_COLUMNS = ["cell", "n_genes", "predicted_high", "auc", "n_test", "model"]
+PREDICT_COLUMNS = ["cell", "n_genes", "predicted_high", "auc", "n_test", "model", "sound"]
 TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv", "output-predict.csv")
 
 ROOT = Path(__file__).resolve().parent
@@ -141,9 +150,12 @@ def read_table(path: Path, columns=RESULT_COLUMNS) -> dict[str, dict]:
     except InputError as e:
         raise DataError(f"{e}; fix or remove the file, then resume") from None
     redo = "fix or remove that line, then resume (a removed cell is run again)"
-    # A table written before the attempts columns is resumed too, those fields left empty.
-    older = [c for c in columns if c not in LATER_COLUMNS]
-    if header != list(columns) and header != older:
+    # A table written before the later columns is resumed too, those fields left empty.
+    accepted, left_out = [list(columns)], set()
+    for added in LATER_COLUMNS:
+        left_out |= set(added)
+        accepted.append([c for c in columns if c not in left_out])
+    if header not in accepted:
         raise DataError(
             f"{path}:1: header {','.join(header)!r}, expected {','.join(columns)!r}; fix it, "
             "then resume"
@@ -189,6 +201,8 @@ def _result_field_problem(column: str, text: str) -> str | None:
         what, lowest, highest, integer = "an epoch number", 0, math.inf, True
     elif column.startswith("attempts"):
         what, lowest, highest, integer = "a number of attempts", 1, math.inf, True
+    elif column.startswith("sound"):
+        return None if text.strip() in ("", "True", "False") else "True, False or empty"
     else:
         return None
     if not text.strip() and column.startswith(("auc", "best_epoch", "attempts")):

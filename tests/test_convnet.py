@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 from keras import layers  # noqa: E402
 
 import Convnet  # noqa: E402
+import restarts  # noqa: E402
 
 # Keras 3.15's LearningRateScheduler reads its lr through an __array__ without
 # numpy 2's copy keyword, once per epoch: upstream noise, not ours.
@@ -144,10 +145,22 @@ def test_loss_is_binary_cross_entropy_of_the_softmax_probabilities():
     assert abs(other - paper) > 100 * 1e-5 * paper
 
 
-def test_lr_schedule():
-    schedule = Convnet.lr_schedule(0.001, 0.9)
-    np.testing.assert_allclose([schedule(e) for e in range(3)], [0.001, 0.0009, 0.00081])
-    assert schedule(2, 123.0) == schedule(2)  # Keras' current lr is ignored
+def test_step_rate_paper_and_warmup():
+    # The paper's schedule: lr * 0.9**epoch, whatever the step.
+    paper = [Convnet.step_rate(0.001, 0.9, 0, step, e) for step, e in ((0, 0), (70, 1), (140, 2))]
+    np.testing.assert_allclose(paper, [0.001, 0.0009, 0.00081])
+    # Warm-up over 4 steps: lr/4, 2lr/4, 3lr/4, lr in the first epoch; later epochs the paper's.
+    warm = [Convnet.step_rate(0.001, 0.9, 4, step, 0) for step in range(5)]
+    np.testing.assert_allclose(warm, [0.00025, 0.0005, 0.00075, 0.001, 0.001])
+    assert Convnet.step_rate(0.001, 0.9, 4, 5, 1) == Convnet.step_rate(0.001, 0.9, 0, 5, 1)
+
+
+def test_warmup_steps_by_recipe():
+    assert restarts.warmup_steps("paper", 6601, 100) == 0
+    assert restarts.warmup_steps("default", 6601, 100) == 67  # one epoch's steps
+    assert restarts.warmup_steps("default", 2000, 100) == 20
+    with pytest.raises(ValueError):
+        restarts.warmup_steps("other", 10, 1)
 
 
 @pytest.fixture(scope="module")
@@ -157,15 +170,60 @@ def trained(tmp_path_factory):
     rng = np.random.default_rng(3)
     train, valid = random_split(rng, 64), random_split(rng, 48)
     save_dir = tmp_path_factory.mktemp("run")
+    rates = RateRecorder()
     result = Convnet.train(
-        Convnet.Conv1DNet(), train, valid, save_dir, epochs=3, batch_size=16, verbose=0, seed=3
+        Convnet.Conv1DNet(),
+        train,
+        valid,
+        save_dir,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        seed=3,
+        callbacks=[rates],
+        warmup=restarts.warmup_steps("default", 64, 16),  # 4 steps: one epoch
     )
     log = pd.read_csv(save_dir / "log.csv")
-    return result, log, valid
+    return result, log, valid, rates.seen
+
+
+class RateRecorder(keras.callbacks.Callback):
+    """The optimizer's learning rate as each training step starts."""
+
+    def on_train_begin(self, logs=None):
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_the_warmup_schedule_step_by_step(trained):
+    # The default recipe: the first epoch's 4 steps at lr/4, 2lr/4, 3lr/4, lr; then the paper's
+    # lr * 0.9**epoch for every step of the later epochs.
+    *_, seen = trained
+    expected = [0.00025, 0.0005, 0.00075, 0.001] + [0.0009] * 4 + [0.00081] * 4
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+def test_the_paper_schedule_step_by_step(tmp_path):
+    rng = np.random.default_rng(4)
+    rates = RateRecorder()
+    Convnet.train(
+        Convnet.Conv1DNet(),
+        random_split(rng, 32),
+        random_split(rng, 16),
+        tmp_path,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        seed=4,
+        callbacks=[rates],
+    )
+    np.testing.assert_allclose(rates.seen, [0.001, 0.001, 0.0009, 0.0009], rtol=1e-6)
 
 
 def test_log_columns_and_learning_rate(trained):
-    result, log, _ = trained
+    result, log, *_ = trained
     assert list(log.columns) == [
         "epoch",
         "accuracy",
@@ -183,7 +241,7 @@ def test_log_columns_and_learning_rate(trained):
 
 
 def test_checkpoint_keeps_best_validation_epoch(trained):
-    result, log, valid = trained
+    result, log, valid, _ = trained
     best = int(np.argmax(log["val_accuracy"].to_numpy()))  # first of ties
     assert result.best_epoch == best + 1
     scores = Convnet.test(Convnet.load_model(result.best_model_path), *valid)
@@ -196,7 +254,7 @@ def test_checkpoint_keeps_best_validation_epoch(trained):
 
 
 def test_test_scores(trained):
-    result, _, (x, y) = trained
+    result, _, (x, y), _ = trained
     from sklearn.metrics import roc_auc_score
 
     model = Convnet.load_model(result.final_model_path)
@@ -231,7 +289,7 @@ def test_all_nan_monitor_keeps_last_epoch(tmp_path):
 
 
 def test_validation_logged_from_one_pass_matches_evaluate(trained):
-    result, log, valid = trained
+    result, log, valid, _ = trained
     # The split is not given to fit: the callback's single pass produced these columns.
     model = keras.saving.load_model(result.final_model_path)  # compiled, TrainingAuc included
     scores = model.evaluate(*valid, batch_size=16, verbose=0, return_dict=True)

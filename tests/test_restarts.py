@@ -38,33 +38,56 @@ def test_a_network_that_learns_is_never_stopped():
 
 
 def test_a_stall_is_seen_after_the_second_epoch():
-    # A dead network: AUC just above LEARNED, but one class for every gene.
-    (first, second) = verdicts([0.61, 0.62], [0.500, 0.505])
+    (first, second) = verdicts([0.52, 0.55], [0.56, 0.57])
     assert first is None
     assert second.kind == "stalled" and second.epoch == 2
-    assert "0.620" in second.why and "0.505" in second.why and "0.500" in second.why
-    # Low AUC with an accuracy beyond one class is no learning either.
-    assert verdicts([0.52, 0.55], [0.56, 0.57])[1].kind == "stalled"
+    assert "0.550" in second.why and str(restarts.LEARNED) in second.why
+    # A dead network giving every gene one class, at chance, is stalled too.
+    assert verdicts([0.50, 0.50], [0.50, 0.50])[1].kind == "stalled"
     # Learning in the second epoch is in time.
     assert verdicts([0.50, 0.70], [0.50, 0.64]) == [None, None]
 
 
-def test_a_one_epoch_run_is_judged_after_its_only_epoch():
-    (only,) = verdicts([0.5], [0.5], epochs=1)
-    assert only.kind == "stalled" and only.epoch == 1
+def test_a_network_that_ranks_but_gives_one_class_is_not_stalled():
+    # Seen on a 2,000-gene cell: val AUC 0.74-0.79 while every gene got the majority class
+    # (val accuracy = its rate, 0.508); its threshold moved in the third epoch.
+    out = verdicts([0.74, 0.79, 0.80, 0.81], [0.508, 0.508, 0.70, 0.72], majority=0.508)
+    assert out == [None] * 4
+    # Every gene given the minority class, ranking well: not stalled either.
+    assert verdicts([0.70, 0.72], [0.4936, 0.4936], majority=0.5064) == [None, None]
+
+
+def test_one_class_in_every_planned_epoch_is_judged_at_the_end():
+    out = verdicts([0.70, 0.75, 0.78], [0.5, 0.5, 0.505], epochs=3)
+    assert out[:2] == [None, None]
+    assert out[2].kind == "one class" and out[2].epoch == 3 and "all 3 epochs" in out[2].why
+    # One epoch with both classes is enough.
+    assert verdicts([0.70, 0.75, 0.78], [0.5, 0.6, 0.505], epochs=3) == [None] * 3
 
 
 def test_the_majority_rate_is_the_validation_splits():
     # 0.70 accuracy is one class when 70% of the validation genes are of one class.
-    assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.7)[1].kind == "stalled"
-    assert verdicts([0.65, 0.66], [0.70, 0.70], majority=0.5) == [None, None]
+    assert restarts.one_class([0.70, 0.75], 0.7).tolist() == [True, False]
+    assert restarts.one_class([0.70], 0.5).tolist() == [False]
     # Every gene given the minority class: accuracy is the minority's rate, 0.4936 on a split
-    # of 50.64% low genes, 0.0128 from the majority's rate (a bfloat16 run tested at 0.500
-    # because this counted as learned).
-    assert verdicts([0.698, 0.5], [0.4936, 0.4936], majority=0.5064)[1].kind == "stalled"
-    assert verdicts([0.698, 0.70], [0.4936, 0.52], majority=0.5064) == [None, None]
+    # of 50.64% low genes, 0.0128 from the majority's rate.
+    assert restarts.one_class([0.4936, 0.52], 0.5064).tolist() == [True, False]
     assert restarts.majority_rate([1, 1, 1, 0]) == 0.75
     assert restarts.majority_rate([0, 0, 0, 1]) == 0.75
+
+
+def test_a_learner_that_falls_back_to_chance_has_collapsed():
+    # Back below LEARNED after reaching it, though by less than COLLAPSE_DROP.
+    out = verdicts([0.68, 0.66, 0.58], [0.60, 0.59, 0.55])
+    assert out[:2] == [None, None]
+    assert out[2].kind == "collapsed" and "fell back to 0.580" in out[2].why
+    # One class for ONE_CLASS_EPOCHS epochs in a row after giving both classes.
+    out = verdicts([0.80, 0.78, 0.77, 0.76], [0.70, 0.50, 0.50, 0.50])
+    assert out[:2] == [None, None]
+    assert out[2].kind == "collapsed" and out[2].epoch == 3
+    assert "epochs 2 to 3" in out[2].why and "both classes at epoch 1" in out[2].why
+    # One class before it ever gave both is not a collapse (it ranks, and may yet move).
+    assert verdicts([0.70, 0.75, 0.78], [0.5, 0.5, 0.5]) == [None] * 3
 
 
 def test_a_collapse_is_a_fall_of_more_than_the_threshold():
@@ -98,23 +121,37 @@ def test_attempt_seeds_start_with_the_plain_runs_own_and_are_fixed():
     assert restarts.attempt_seed(2**31 - 1, 3) < 2**31
 
 
-def attempt(number, value, outcome="learned", best_epoch=3):
-    return restarts.Attempt(number, number, 5, best_epoch, value, value, outcome)
+def attempt(number, value, outcome="learned", best_epoch=3, top=None):
+    top = value if top is None else top
+    return restarts.Attempt(number, number, 5, best_epoch, value, value, outcome, top_val_auc=top)
 
 
 def test_choice_prefers_sound_attempts_then_the_validation_metric():
     a, b, c = attempt(1, 0.80, "collapsed"), attempt(2, 0.70), attempt(3, 0.75)
     assert restarts.choose([a, b, c], "val_accuracy") is c
     assert restarts.choose([a, b], "val_accuracy") is b  # sound beats a better collapsed one
-    # Every attempt failed: the best by the metric; a loss is minimised; ties: the earlier.
-    d, e = attempt(1, 0.5, "stalled"), attempt(2, 0.8, "collapsed")
-    assert restarts.choose([d, e], "val_accuracy") is e
-    assert restarts.choose([d, e], "val_loss") is d
     assert restarts.choose([attempt(1, 0.7), attempt(2, 0.7)], "val_accuracy").number == 1
+    assert restarts.choose([attempt(1, 0.3), attempt(2, 0.2)], "val_loss").number == 2
     # Without a model (diverged before any epoch was kept) an attempt cannot be chosen.
     f = attempt(1, math.nan, "diverged", best_epoch=None)
     assert restarts.choose([f], "val_accuracy") is None
     assert restarts.choose([f, attempt(2, math.nan, "stalled")], "val_accuracy").number == 2
+
+
+def test_when_every_attempt_failed_the_choice_is_by_val_auc():
+    # The 2,000-gene cell: five attempts tied on val_accuracy (every gene one class); the tie
+    # went to attempt 1 (val AUC 0.500), though attempt 3 ranked at 0.786.
+    tied = [
+        attempt(n, 0.508, "stalled", top=top)
+        for n, top in enumerate([0.500, 0.738, 0.786, 0.55, 0.782], 1)
+    ]
+    assert restarts.choose(tied, "val_accuracy").number == 3
+    assert restarts.choose(tied, "val_loss").number == 3
+    # A NaN AUC loses; ties go to the earlier attempt.
+    nan = attempt(1, 0.6, "stalled", top=math.nan)
+    assert restarts.choose([nan, attempt(2, 0.5, "collapsed", top=0.52)], "val_accuracy").number == 2
+    same = [attempt(1, 0.5, "stalled", top=0.7), attempt(2, 0.6, "stalled", top=0.7)]
+    assert restarts.choose(same, "val_accuracy").number == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +189,9 @@ def fake_training(script):
 
 
 def fake_args(restarts_=2):
-    return SimpleNamespace(restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy")
+    return SimpleNamespace(
+        restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy", recipe="default"
+    )
 
 
 def fake_split(n=600):
@@ -208,29 +247,44 @@ def test_a_restart_moves_the_failed_attempt_aside(fake_run, tmp_path, capsys):
     assert "S001: attempt 2 of 2 is tested (best val_accuracy 0.8000 at epoch 3" in out
 
 
-def test_when_every_attempt_fails_the_best_by_validation_is_brought_back(
+def test_when_every_attempt_fails_the_best_ranked_is_trained_on_and_not_sound(
     fake_run, tmp_path, capsys
 ):
     folder = tmp_path / "S001"
     script = [
-        ([0.70, 0.80, 0.50], 2, collapsed(3)),  # the best of the three by val_accuracy
-        ([0.50, 0.50], 1, stalled()),
+        ([0.70, 0.60, 0.40], 1, collapsed(3)),  # val AUC up to 0.80
+        ([0.50, 0.50], 1, stalled()),  # the best by val_accuracy: 0.5 is a tie, but top AUC 0.6
         ([0.60], None, "diverged"),  # diverged before any epoch was kept
+        ([0.70, 0.72, 0.74, 0.75, 0.73], 4, None),  # attempt 1 again, to all 5 epochs
     ]
     trained, calls = fake_run(script, folder)
     seeds = [s for s, _ in calls]
-    assert (trained.best_epoch, trained.attempts) == (2, 3)
+    assert seeds[3] == seeds[0]  # trained again from attempt 1's seed
+    assert calls[3][1] is None  # with no guard: never stopped
+    assert (trained.best_epoch, trained.attempts, trained.sound) == (4, 4, False)
     assert trained.model == f"seed {seeds[0]}\n"
-    assert (folder / "log.csv").read_text() == f"seed {seeds[0]}\n"
-    assert not (folder / "attempts" / "1").exists()
-    for n in (2, 3):
+    for n in (1, 2, 3):
         assert (folder / "attempts" / str(n) / "log.csv").read_text() == f"seed {seeds[n - 1]}\n"
     table = pd.read_csv(folder / "attempts.csv", keep_default_na=False)
-    assert table.outcome.tolist() == ["collapsed", "stalled", "diverged"]
-    assert table.chosen.tolist() == [True, False, False]
-    assert table.folder.tolist() == [".", "attempts/2", "attempts/3"]
+    assert table.outcome.tolist() == ["collapsed", "stalled", "diverged", "trained on"]
+    assert table.chosen.tolist() == [False, False, False, True]
+    assert table.trained_on.tolist() == [False, False, False, True]
+    assert table.epochs.tolist() == [3, 2, 1, 5]
+    assert table.folder.tolist() == ["attempts/1", "attempts/2", "attempts/3", "."]
+    record = json.loads((folder / "training.json").read_text())
+    assert record["sound"] is False and record["outcome"] == "trained on"
     err = capsys.readouterr().err
-    assert "all 3 attempts stalled, collapsed or diverged" in err and "attempt 1" in err
+    assert "S001: not sound: all 3 attempts failed" in err and "attempt 1 (collapsed)" in err
+    assert "test" not in err.split("not sound")[1].split(";")[0]  # read from validation only
+
+
+def test_a_failed_attempt_already_at_full_length_is_not_trained_again(fake_run, tmp_path):
+    # --restarts 0: judged by the rule replayed over the log, never stopped, never restarted.
+    trained, calls = fake_run([([0.50, 0.50, 0.5, 0.5, 0.5], 1, None)], tmp_path / "a", 0)
+    assert len(calls) == 1 and calls[0][1] is None
+    # val AUC 0.6 ranks (not stalled), but one class in all 5 epochs
+    assert (trained.attempts, trained.sound) == (1, False)
+    assert json.loads((tmp_path / "a" / "training.json").read_text())["outcome"] == "one class"
 
 
 def test_no_attempt_with_a_model_is_an_experiment_error(fake_run, tmp_path):
@@ -245,11 +299,13 @@ def test_restarts_0_and_a_small_validation_split_train_once(fake_run, tmp_path, 
     import experiments
 
     experiments._SAID.clear()
-    trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "a", restarts_=0)
+    trained, calls = fake_run([([0.5, 0.7], 2, None)], tmp_path / "a", restarts_=0)
     assert trained.attempts == 1 and calls[0][1] is None  # no guard
+    assert trained.sound is True  # judged all the same
     assert not (tmp_path / "a" / "attempts.csv").exists()
     trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "b", split=fake_split(100))
     assert trained.attempts == 1 and calls[0][1] is None
+    assert trained.sound is None  # too few validation genes to judge
     assert "No restarts: the validation split has 100 genes" in capsys.readouterr().out
 
 
@@ -308,7 +364,7 @@ def forced_run(tiny_dir, save, mode, *flags):
 def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tmp_path):
     # The guard on but never firing changes nothing: the same files as --restarts 0.
     plain = tmp_path / "plain"
-    forced_run(tiny_dir, plain, "first", "--restarts", 0)
+    forced_run(tiny_dir, plain, "never", "--restarts", 0)
     quiet = tmp_path / "quiet"
     forced_run(tiny_dir, quiet, "never")
     for name in ("output.csv", "S001/log.csv", "S001/predictions.csv"):
