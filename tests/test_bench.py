@@ -227,3 +227,57 @@ def test_mixed_precision_tiny_runs_both_precisions(tmp_path):
     for name in ("float32", "bfloat16"):
         args = (work / "runs" / f"{name}-seed0" / "args.json").read_text()
         assert f'"mixed_precision": "{"off" if name == "float32" else name}"' in args
+
+
+# ---------------------------------------------------------------------------------------------
+# The wide stall benchmark (bench/wide_stalls.py, bench/other_cells.py)
+
+
+def test_other_cells_are_in_the_real_format(tmp_path):
+    import dataclasses
+
+    import data
+    import other_cells
+
+    spec = dataclasses.replace(other_cells.WIDE[0], genes=(30, 20, 10))  # background 3
+    other_cells.make(spec, tmp_path)
+    cell = data.load_cell(tmp_path / spec.name)
+    assert [len(s.ids) for s in (cell.train, cell.valid, cell.test)] == [30, 20, 10]
+    assert cell.train.x.dtype == "float32" and cell.train.x.shape == (30, 505, 1)
+    assert (cell.train.x[:, :500] > 0).mean() > 0.9  # reads in nearly every bin
+    sparse = dataclasses.replace(other_cells.WIDE[1], genes=(30, 20, 10))
+    other_cells.make(sparse, tmp_path)
+    assert (data.load_cell(tmp_path / sparse.name).train.x[:, :500] > 0).mean() < 0.3
+
+
+def test_wide_stalls_pairs_default_with_the_papers_sound_runs():
+    import wide_stalls
+
+    def result(recipe, seed, auc, sound=True):
+        return wide_stalls.Result(
+            "bfloat16", recipe, "W1", seed, auc, sound, 1, 0, 0, 0.8, False, False, 1.0
+        )
+
+    runs = [result("paper", s, 0.80) for s in range(3)] + [result("paper", 3, 0.40, False)]
+    runs += [result("default", s, 0.81) for s in range(4)]
+    (row,) = [line for line in wide_stalls.paired_table(runs, []) if "**all**" in line]
+    # The unsound paper run (seed 3) is left out: 3 pairs, each +0.01.
+    assert "| bfloat16 | **all** | 3 | 0.800 | 0.810 | +0.0100 |" in row
+
+
+def test_wide_stalls_tiny_run(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    res = subprocess.run(
+        [sys.executable, "bench/wide_stalls.py", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    block = out.read_text()
+    assert "<!-- wide_stalls.py: default against paper begin -->" in block
+    for recipe in ("default", "paper"):
+        assert re.search(rf"^\| float32 \| {recipe} \| W5 \| .+ \| 0\.\d{{3}} \| 1 \|", block, re.M)
+    rows = (tmp_path / "RESULTS-wide.csv").read_text().splitlines()
+    assert rows[0].startswith("label,precision,recipe,cell,seed,test_auc,sound") and len(rows) == 3

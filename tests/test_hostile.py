@@ -204,7 +204,15 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
 # --resume and a results table that is not one main.py wrote
 
 ROWS = [
-    {"cell": "E001", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 3, "attempts": 1},
+    {
+        "cell": "E001",
+        "auc": 0.8,
+        "accuracy": 0.7,
+        "n_test": 50,
+        "best_epoch": 3,
+        "attempts": 1,
+        "sound": True,
+    },
     {
         "cell": "E002",
         "auc": math.nan,
@@ -212,20 +220,30 @@ ROWS = [
         "n_test": 50,
         "best_epoch": 1,
         "attempts": 2,
+        "sound": False,
     },
 ]
 BAD_LINES = [
     # (case, lines appended to a good table, fragment of the message)
-    ("garbage", "xx,yy\n", "output.csv:4: 2 fields where the header has 6"),
-    ("truncated", "E003,0.71\n", "output.csv:4: 2 fields where the header has 6"),
-    ("too-many-fields", "E003,0.7,0.6,50,2,1,9\n", "output.csv:4: 7 fields where the header has 6"),
-    ("six-garbage-fields", "a,b,c,d,e,f\n", "output.csv:4: auc 'b' is not a number between 0"),
-    ("nan-auc", "E003,nan,0.6,50,2,1\n", "output.csv:4: auc 'nan' is not a number between"),
-    ("accuracy", "E003,0.7,1.5,50,2,1\n", "output.csv:4: accuracy '1.5' is not a number"),
-    ("n_test", "E003,0.7,0.6,,2,1\n", "output.csv:4: n_test '' is not a count of genes"),
-    ("attempts", "E003,0.7,0.6,50,2,0\n", "output.csv:4: attempts '0' is not a number of attempts"),
-    ("empty-cell", ",0.7,0.6,50,2,1\n", "output.csv:4: empty cell name"),
-    ("duplicate", "E001,0.7,0.6,50,2,1\n", "output.csv:4: cell E001 is also on line 2"),
+    ("garbage", "xx,yy\n", "output.csv:4: 2 fields where the header has 7"),
+    ("truncated", "E003,0.71\n", "output.csv:4: 2 fields where the header has 7"),
+    (
+        "too-many-fields",
+        "E003,0.7,0.6,50,2,1,,9\n",
+        "output.csv:4: 8 fields where the header has 7",
+    ),
+    ("seven-garbage-fields", "a,b,c,d,e,f,g\n", "output.csv:4: auc 'b' is not a number between 0"),
+    ("nan-auc", "E003,nan,0.6,50,2,1,True\n", "output.csv:4: auc 'nan' is not a number between"),
+    ("accuracy", "E003,0.7,1.5,50,2,1,True\n", "output.csv:4: accuracy '1.5' is not a number"),
+    ("n_test", "E003,0.7,0.6,,2,1,True\n", "output.csv:4: n_test '' is not a count of genes"),
+    (
+        "attempts",
+        "E003,0.7,0.6,50,2,0,True\n",
+        "output.csv:4: attempts '0' is not a number of attempts",
+    ),
+    ("sound", "E003,0.7,0.6,50,2,1,maybe\n", "output.csv:4: sound 'maybe' is not True, False or"),
+    ("empty-cell", ",0.7,0.6,50,2,1,True\n", "output.csv:4: empty cell name"),
+    ("duplicate", "E001,0.7,0.6,50,2,1,True\n", "output.csv:4: cell E001 is also on line 2"),
 ]
 
 
@@ -250,8 +268,17 @@ def test_resume_reads_back_what_main_writes(tmp_path):
     table = results.Results(path, ["E001", "E002", "E003"], resume=True)
     assert [r["cell"] for r in table.values()] == ["E001", "E002", "E003"]
     assert table.rows["E002"]["auc"] is None and table.rows["E003"]["best_epoch"] is None
+    assert table.rows["E001"]["sound"] is True and table.rows["E002"]["sound"] is False
+    assert table.rows["E003"]["sound"] is None  # not judged
     (tmp_path / "header.csv").write_text(",".join(results.RESULT_COLUMNS) + "\n")
     assert results.read_table(tmp_path / "header.csv") == {}  # no cell finished yet
+    # Tables written before the sound column, and before the attempts column, still resume.
+    (tmp_path / "older.csv").write_text(
+        "cell,auc,accuracy,n_test,best_epoch,attempts\nE1,0.7,0.6,9,1,2\n"
+    )
+    assert results.read_table(tmp_path / "older.csv")["E1"]["attempts"] == 2
+    (tmp_path / "oldest.csv").write_text("cell,auc,accuracy,n_test,best_epoch\nE1,0.7,0.6,9,1\n")
+    assert results.read_table(tmp_path / "oldest.csv")["E1"]["auc"] == 0.7
     (tmp_path / "other.csv").write_text("cell,auc\nE001,0.7\n")
     with pytest.raises(data.DataError, match=r"other\.csv:1: header 'cell,auc', expected"):
         results.read_table(tmp_path / "other.csv")

@@ -83,9 +83,18 @@ def test_per_cell_run_writes_everything(per_cell_run, tiny_dir):
     assert not [x for x in res.stderr.splitlines() if main.TF_INFO_LINE.match(x)], res.stderr
     args = pd.read_json(save / "args.json", typ="series")
     assert args["epochs"] == 1 and args["seed"] == 3 and not args["mix"]
+    assert args["recipe"] == "default"  # which recipe ran is recorded
     assert not (save / "output-mix.csv").exists()  # --mix false does not mix
     table = pd.read_csv(save / "output.csv", dtype={"cell": str})
-    assert list(table.columns) == ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts"]
+    assert list(table.columns) == [
+        "cell",
+        "auc",
+        "accuracy",
+        "n_test",
+        "best_epoch",
+        "attempts",
+        "sound",
+    ]
     assert list(table.cell) == ["S001", "S002", "S003"]
     assert (table.n_test == 40).all() and (table.best_epoch == 1).all()
     # 40 validation genes are too few to tell a stall: one attempt each, and it is said once.

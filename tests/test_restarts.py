@@ -149,7 +149,9 @@ def test_when_every_attempt_failed_the_choice_is_by_val_auc():
     assert restarts.choose(tied, "val_loss").number == 3
     # A NaN AUC loses; ties go to the earlier attempt.
     nan = attempt(1, 0.6, "stalled", top=math.nan)
-    assert restarts.choose([nan, attempt(2, 0.5, "collapsed", top=0.52)], "val_accuracy").number == 2
+    assert (
+        restarts.choose([nan, attempt(2, 0.5, "collapsed", top=0.52)], "val_accuracy").number == 2
+    )
     same = [attempt(1, 0.5, "stalled", top=0.7), attempt(2, 0.6, "stalled", top=0.7)]
     assert restarts.choose(same, "val_accuracy").number == 1
 
@@ -322,7 +324,7 @@ seen = []
 def failure(val_auc, val_accuracy, majority, epochs):
     if len(val_auc) == 1:
         seen.append(1)  # a new attempt's first epoch
-    if {mode!r} == "first" and len(seen) == 1:
+    if ({mode!r} == "first" and len(seen) == 1) or {mode!r} == "always":
         return restarts.Failure("stalled", len(val_auc), "forced by the test")
     return None
 restarts.failure = failure
@@ -397,3 +399,22 @@ def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tm
     assert first_log.iloc[0].equals(pd.read_csv(plain / "S001" / "log.csv").iloc[0])
     row = pd.read_csv(save / "output.csv").iloc[0]
     assert row.attempts == 2 and row.best_epoch == table.best_epoch[1]
+    assert bool(row.sound) is True and "all 1 judged sound" in res.stdout
+    assert json.loads((cell / "training.json").read_text())["recipe"] == "default"
+
+
+def test_when_every_attempt_stalls_the_best_is_trained_to_the_end_and_not_sound(tiny_dir, tmp_path):
+    save = tmp_path / "dead"
+    res = forced_run(tiny_dir, save, "always", "--restarts", 1)
+    cell = save / "S001"
+    table = pd.read_csv(cell / "attempts.csv", keep_default_na=False)
+    assert table.outcome.tolist() == ["stalled", "stalled", "trained on"]
+    assert table.epochs.tolist() == [1, 1, 2]  # trained on to all --epochs 2
+    assert table.chosen.tolist() == [False, False, True]
+    first = table.top_val_auc[:2].tolist()
+    assert table.seed[2] == table.seed[first.index(max(first))]  # the better-ranked one
+    assert len(pd.read_csv(cell / "log.csv")) == 2
+    row = pd.read_csv(save / "output.csv").iloc[0]
+    assert row.attempts == 3 and not bool(row.sound)
+    assert "1 of 1 not sound" in res.stdout
+    assert "S001: not sound: all 2 attempts failed" in res.stderr

@@ -252,9 +252,9 @@ def test_a_run_from_before_restarts_resumes_without_them(reference, tmp_path):
 
     save = tmp_path / "old"
     shutil.copytree(reference, save)
-    # As the code before restarts left it: no attempts column, no restarts setting.
+    # As the code before restarts left it: no attempts or sound column, no restarts setting.
     table = pd.read_csv(save / "output.csv", dtype={"cell": str})
-    table.drop(columns="attempts").iloc[:-1].to_csv(save / "output.csv", index=False)
+    table.drop(columns=["attempts", "sound"]).iloc[:-1].to_csv(save / "output.csv", index=False)
     settings = json.loads((save / "args.json").read_text())
     del settings["restarts"]
     (save / "args.json").write_text(json.dumps(settings))
@@ -264,3 +264,20 @@ def test_a_run_from_before_restarts_resumes_without_them(reference, tmp_path):
     assert resumed.columns.tolist() == table.columns.tolist()
     assert resumed.auc.tolist() == table.auc.tolist()  # the redone cell: seeded, the same
     assert resumed.attempts.isna().tolist() == [True] * (len(table) - 1) + [False]
+
+
+def test_a_run_from_before_the_warmup_resumes_with_the_papers_schedule(tmp_path):
+    import main
+
+    save = tmp_path / "run"
+    save.mkdir()
+    (save / "args.json").write_text(json.dumps({"epochs": 2, "restarts": 4}))
+    args = main.build_parser().parse_args(["--save_dir", str(save), "--resume"])
+    args.chief = True
+    main.adopt_recorded_settings(args, ["--save_dir", str(save), "--resume"])
+    assert args.recipe == "paper" and args.epochs == 2
+    (save / "args.json").write_text(json.dumps({"epochs": 2, "recipe": "default"}))
+    args = main.build_parser().parse_args(["--save_dir", str(save), "--resume"])
+    args.chief = True
+    main.adopt_recorded_settings(args, ["--save_dir", str(save), "--resume"])
+    assert args.recipe == "default"
