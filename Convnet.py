@@ -263,9 +263,7 @@ class LearningRate(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # The rate in force at the epoch's end, read back as the optimizer holds it (float32).
         if logs is not None:
-            logs["learning_rate"] = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            )
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
 
 
 def diverged(logs) -> bool:

@@ -300,7 +300,7 @@ def test_resume_of_a_malformed_table_ends_in_one_line(tmp_path, tiny_dir):
     before = table.read_text() + "xx,yy\n"
     table.write_text(before)
     res = run_main("--save_dir", save, "--resume")
-    assert_one_line_error(res, f"{table}:3: 2 fields where the header has 6", "fix or remove")
+    assert_one_line_error(res, f"{table}:3: 2 fields where the header has 7", "fix or remove")
     assert table.read_text() == before
 
 
