@@ -14,9 +14,10 @@ run is the per-cell experiment end to end in its own process, with the defaults 
     python main.py --data_dir DATA --cells CELL --seed SEED --save_dir RUN --epochs 20 \\
         --recipe {default,paper} --mixed_precision {bfloat16,off}
 
-(restarts left at their default). Runs finished earlier in --work are kept (their
-seconds.json), so a part interrupted or split over sessions goes on where it stopped, and
---report writes the block from whatever has finished. Next to the runs, a logistic regression
+(restarts left at their default). Runs finished earlier are kept: those in --work (their
+seconds.json) and those recorded in the per-run CSV (bench/RESULTS-wide.csv, written after every
+run) under the same --label, so a part interrupted or split over sessions and machines goes on
+where it stopped, and --report writes the block from whatever has finished. Next to the runs, a logistic regression
 on the same 505 features (bench/stalls.py's) says how learnable each cell is.
 
 Per run, from output.csv, attempts.csv and the logs (epochs counted from 1):
@@ -175,12 +176,42 @@ def judge(data_dir: Path, save: Path, precision, recipe, cell, seed, seconds) ->
     )
 
 
-def finished(data_dir, save, precision, recipe, cell, seed) -> Result | None:
+def finished(data_dir, save, precision, recipe, cell, seed, recorded) -> Result | None:
+    """The run finished earlier: in its run folder (seconds.json), or, when that folder is gone
+    (a part run in another session, on another machine), as recorded in the per-run CSV under
+    the same label; None when it has not run."""
     record = save / "seconds.json"
-    if not record.is_file():
-        return None
-    seconds = json.loads(record.read_text())["seconds"]
-    return judge(data_dir, save, precision, recipe, cell, seed, seconds)
+    if record.is_file():
+        seconds = json.loads(record.read_text())["seconds"]
+        return judge(data_dir, save, precision, recipe, cell, seed, seconds)
+    return recorded.get((precision, recipe, cell, seed))
+
+
+def recorded_runs(path: Path, label: str) -> dict[tuple, Result]:
+    """The per-run CSV's rows of `label`, as Results by (precision, recipe, cell, seed)."""
+    if not path.is_file():
+        return {}
+    found = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["label"] != label:
+                continue
+            values = {}
+            for field in dataclasses.fields(Result):
+                text = row[field.name]
+                if field.name in ("precision", "recipe", "cell"):
+                    values[field.name] = text
+                elif field.name == "sound":
+                    values[field.name] = {"True": True, "False": False}.get(text)
+                elif field.name in ("stalled_final", "untrained_final"):
+                    values[field.name] = text == "True"
+                elif field.name in ("seed", "attempts", "failed_attempts", "false_verdicts"):
+                    values[field.name] = int(text)
+                else:
+                    values[field.name] = float(text)
+            r = Result(**values)
+            found[(r.precision, r.recipe, r.cell, r.seed)] = r
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +294,10 @@ def report(label, command, results, specs, base, planned, wall) -> list[str]:
         "",
         f"Machine: {bench.machine()}.",
         "",
-        f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}; {len(results)} of the "
-        f"{planned} planned runs finished ({wall / 60:.0f} min of training in this part).",
+        f"Last command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')} ({planned} runs asked "
+        f"for, {wall / 60:.0f} min of training in this part); the tables hold every run of "
+        f"this label so far: {len(results)}, the per-run rows in RESULTS-wide.csv. The seconds "
+        "there are wall-clock times, some taken beside other work: not speed measurements.",
         "",
         "Each run: `python main.py --data_dir DATA --cells CELL --seed SEED --save_dir RUN "
         "--epochs 20 --recipe RECIPE --mixed_precision {bfloat16,off}`, otherwise the "
@@ -333,14 +366,19 @@ def main(argv=None) -> int:
         for spec in specs
         for recipe in args.recipes.split(",")  # pairs finish together: a part may stop early
     ]
+    out = Path(args.out)
+    table = out.with_name(f"{out.stem}-wide.csv")
+    recorded = recorded_runs(table, args.label)
     results, wall = [], 0.0
     for i, (precision, recipe, cell, seed) in enumerate(combos, 1):
         save = run_folder(work, precision, recipe, cell, seed)
-        done = finished(data_dir, save, precision, recipe, cell, seed)
+        done = finished(data_dir, save, precision, recipe, cell, seed, recorded)
         if done is None and not args.report:
             seconds = train(data_dir, save, precision, recipe, cell, seed, args.epochs, [])
             wall += seconds
             done = judge(data_dir, save, precision, recipe, cell, seed, seconds)
+            recorded[(precision, recipe, cell, seed)] = done
+            write_csv(table, args.label, list(recorded.values()))  # a stopped part keeps it
         if done is not None:
             results.append(done)
             print(
@@ -349,11 +387,14 @@ def main(argv=None) -> int:
                 f"{done.seconds:.0f}s",
                 flush=True,
             )
+    # The report covers every run of this label: this part's and the parts before it.
+    for r in results:
+        recorded[(r.precision, r.recipe, r.cell, r.seed)] = r
+    everything = sorted(recorded.values(), key=lambda r: (r.precision, r.seed, r.cell, r.recipe))
     command = "python bench/wide_stalls.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = report(args.label, command.strip(), results, specs, base, len(combos), wall)
-    out = Path(args.out)
+    lines = report(args.label, command.strip(), everything, specs, base, len(combos), wall)
     bench.write_block(out, SCRIPT, args.label, lines)
-    write_csv(out.with_name(f"{out.stem}-wide.csv"), args.label, results)
+    write_csv(table, args.label, everything)
     if temp:
         shutil.rmtree(temp, ignore_errors=True)
     return 0
