@@ -238,8 +238,8 @@ class LearningRate(keras.callbacks.Callback):
     Why warm up: with the paper's schedule, Adam's first steps move each of dense1's 8,960
     weights by about the full rate whatever the gradient's size, and can push all 35 of its tanh
     units into saturation, after which no gradient reaches the layers below and the network
-    gives every gene one probability (bench/RESULTS.md, "Stalls"; "Stall benchmark, wide
-    cells"). Small first steps let Adam's moment estimates settle first."""
+    gives every gene one probability (bench/RESULTS.md, "Stalls"). The warm-up makes those
+    first steps small (measured in bench/RESULTS.md, "Stall benchmark, wide cells")."""
 
     def __init__(self, lr, lr_decay, warmup=0):
         super().__init__()

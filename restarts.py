@@ -5,8 +5,9 @@ the output is one constant probability for every gene and no gradient reaches th
 (bench/RESULTS.md, "Stalls"). Sometimes a network that learned falls back to chance. Both are
 seen on the validation split after an epoch, so a run can restart that model from a fresh
 seed instead of testing a dead one (main.py --restarts). The learning-rate warm-up of the
-default recipe (Convnet.warmup_steps) removes the cause on the cells measured; the rule stays
-as the safety net, and is the paper recipe's only one.
+default recipe (warmup_steps, Convnet.LearningRate) aims at the cause, the size of the first
+steps (measured in bench/RESULTS.md, "Stall benchmark, wide cells"); the rule stays as the
+safety net, and is the paper recipe's only one.
 
 The rule reads the validation split only, never the test split:
 
