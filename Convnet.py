@@ -32,7 +32,7 @@ def input_length(variant):
 
 
 def Conv1DNet(input_shape=None, variant="full", name="Conv1DNet"):
-    """Build the paper's network (SPEC.md, "The network"); no I/O, not compiled.
+    """Build the paper's network (Chaubey et al., SSCI 2019); no I/O, not compiled.
 
     Args:
         input_shape: (L, 1); None means (input_length(variant), 1).

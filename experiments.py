@@ -324,12 +324,7 @@ def train_model(
     chosen = restarts.choose(attempts, args.monitor)
     if chosen is not None and chosen is not attempts[-1]:
         # An earlier attempt wins: its files take the folder, the last one's move aside.
-        last = attempts[-1]
-        last.folder = f"attempts/{last.number}"
-        _move_training(folder, folder / last.folder)
-        _move_training(folder / chosen.folder, folder)
-        shutil.rmtree(folder / chosen.folder, ignore_errors=True)
-        chosen.folder = "."
+        _bring_back(folder, chosen, attempts[-1])
     if chosen is not None and chosen.failed and chosen.outcome != "diverged":
         if chosen.epochs < planned:
             chosen = _train_on(args, train, valid, folder, attempts, chosen, planned, start, lr)
@@ -406,32 +401,31 @@ def _train_on(args, train, valid, folder, attempts, chosen, planned, start, lr):
         flush=True,
     )
     fit, _ = _train_once(args, train, valid, folder, chosen.seed, start, planned, lr, None)
-    value, val_auc = restarts.best_of(fit.history, fit.best_epoch, args.monitor)
-    on = restarts.Attempt(
-        len(attempts) + 1,
-        chosen.seed,
-        len(fit.history.get("loss", [])),
-        fit.best_epoch,
-        value,
-        val_auc,
-        "trained on",
+    on = _attempt(len(attempts) + 1, chosen.seed, fit, None, None, args.monitor, None, planned)
+    on.trained_on = True
+    why = (
         f"every attempt failed; attempt {chosen.number} ({chosen.outcome}), which ranked best, "
-        f"trained again from its seed to {planned} epochs without stopping",
-        top_val_auc=restarts.top_val_auc(fit.history),
-        trained_on=True,
+        f"trained again from its seed to {planned} epochs without stopping"
     )
-    if fit.diverged_epoch is not None:
-        on.outcome = "diverged"
-        on.why = f"{on.why}; it diverged at epoch {fit.diverged_epoch}"
+    if on.outcome == "diverged":
+        on.why = f"{why}; it diverged at epoch {fit.diverged_epoch}"
+    else:
+        on.outcome, on.why = "trained on", why
     attempts.append(on)
     if fit.best_epoch is None:  # diverged before any epoch: test the short attempt instead
-        on.folder = f"attempts/{on.number}"
-        _move_training(folder, folder / on.folder)
-        _move_training(folder / chosen.folder, folder)
-        shutil.rmtree(folder / chosen.folder, ignore_errors=True)
-        chosen.folder = "."
+        _bring_back(folder, chosen, on)
         return chosen
     return on
+
+
+def _bring_back(folder: Path, kept, aside) -> None:
+    """Make attempt `kept`'s files (in folder/kept.folder) the ones in `folder`, moving those
+    of attempt `aside`, in `folder` now, to folder/attempts/<its number>/."""
+    aside.folder = f"attempts/{aside.number}"
+    _move_training(folder, folder / aside.folder)
+    _move_training(folder / kept.folder, folder)
+    shutil.rmtree(folder / kept.folder, ignore_errors=True)
+    kept.folder = "."
 
 
 def _train_once(args, train, valid, folder: Path, seed, start, epochs, lr, majority):

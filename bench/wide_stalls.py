@@ -218,10 +218,6 @@ def recorded_runs(path: Path, label: str) -> dict[tuple, Result]:
 # The report
 
 
-def f3(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
 def signed(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:+.4f}"
 
@@ -243,15 +239,15 @@ def summary_table(results: list[Result], specs, base: dict) -> list[str]:
             lr = (
                 base[spec.name] if spec else statistics.fmean(base[c] for c in {r.cell for r in rs})
             )
-            gap = statistics.fmean(r.test_auc - base[r.cell] for r in rs) if rs else math.nan
+            gap = statistics.fmean(r.test_auc - base[r.cell] for r in rs)
             std = statistics.stdev(aucs) if len(aucs) > 1 else math.nan
             lines.append(
                 f"| {precision} | {recipe} | {spec.name if spec else '**all**'} | "
-                f"{spec.what if spec else ''} | {f3(lr)} | {len(rs)} | "
+                f"{spec.what if spec else ''} | {stalls.f3(lr)} | {len(rs)} | "
                 f"{sum(r.failed_attempts for r in rs)} | {sum(r.false_verdicts for r in rs)} | "
                 f"{sum(r.stalled_final for r in rs)} / {sum(r.untrained_final for r in rs)} | "
-                f"{sum(r.sound is False for r in rs)} | {f3(statistics.fmean(aucs))} "
-                f"({f3(std)}) | {f3(min(aucs))} | {signed(gap)} |"
+                f"{sum(r.sound is False for r in rs)} | {stalls.f3(statistics.fmean(aucs))} "
+                f"({stalls.f3(std)}) | {stalls.f3(min(aucs))} | {signed(gap)} |"
             )
     return lines
 
@@ -281,8 +277,8 @@ def paired_table(results: list[Result], specs) -> list[str]:
             mean, low, high = stalls.interval([a - b for a, b in pairs])
             lines.append(
                 f"| {precision} | {spec.name if spec else '**all**'} | {len(pairs)} | "
-                f"{f3(statistics.fmean(b for _, b in pairs))} | "
-                f"{f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
+                f"{stalls.f3(statistics.fmean(b for _, b in pairs))} | "
+                f"{stalls.f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
                 f"{signed(low)} to {signed(high)} |"
             )
     return lines

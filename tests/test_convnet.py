@@ -97,7 +97,7 @@ def test_parameter_count(variant):
 
 
 def test_parameter_count_values():
-    # SPEC.md: "about 783k parameters".
+    # The paper's network (Chaubey et al., SSCI 2019) has about 783k parameters.
     assert expected_params(505) == 782_845
     assert expected_params(500) == 773_885
 
