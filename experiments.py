@@ -23,6 +23,7 @@ import pandas as pd
 import data
 import distribute
 import files
+import pooling
 import restarts
 from results import (
     TABLES,
@@ -567,22 +568,51 @@ def run_per_cell(args, cells: list[str], save: Path, results: Results) -> None:
         )
 
 
+def pool_plan(args, cells: list[str]) -> pooling.Plan:
+    """What this pooled run pools and tests (pooling.py): --mix tests every pooled cell on its
+    test split; fine-tuning also validates each fine-tuned cell on its valid split, and
+    leave-one-out pools every cell but the one it tests."""
+    if args.finetune:
+        targets = [args.holdout_cell] if args.holdout_cell else cells
+        pool, splits = pretraining_cells(args, cells), ("valid", "test")
+    else:
+        targets, pool, splits = cells, cells, ("test",)
+    return pooling.plan(
+        args.data_dir, pool, targets, splits, args.pooling, args.pool_split, args.features
+    )
+
+
+def load_pool(args, plan: pooling.Plan, tests: bool):
+    """The pooled data of a plan, the plan's counts said on the console."""
+    mix = data.load_data_mix(
+        args.data_dir,
+        plan.pool,
+        seed=args.seed,
+        additional_features=args.features,
+        tests=tests,
+        leave_out=plan.left_out if len(plan.left_out) else None,
+        by_gene=plan.split == "gene",
+    )
+    for line in plan.describe():
+        print(line, flush=True)
+    return mix
+
+
 def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
     import Convnet
 
     todo = [c for c in cells if not results.done(c)]
     if not todo:
         return
-    mix = data.load_data_mix(
-        args.data_dir, cells, seed=args.seed, additional_features=args.features
-    )
+    plan = pool_plan(args, cells)
+    mix = load_pool(args, plan, tests=True)
     STOP.check()
     print(
         f"Mixed: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation genes "
-        f"pooled from {len(cells)} cells",
+        f"pooled from {len(cells)} cells, {split_words(plan, mix)}",
         flush=True,
     )
-    best_epoch, attempts, sound = train_mixed(args, mix, save, cells)
+    best_epoch, attempts, sound = train_mixed(args, mix, save, cells, plan)
     if not args.chief:
         return  # testing involves no other worker: the chief's alone
     model = Convnet.load_model(str(save / "best_model.keras"))
@@ -591,8 +621,7 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
             continue
         STOP.check()
         row = test_cell(model, cell, mix.tests[cell], save / cell, best_epoch)
-        row["attempts"] = attempts
-        row["sound"] = sound
+        row.update(attempts=attempts, sound=sound, **plan.row_counts(cell))
         results.add(row)
         print(
             f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f}, "
@@ -601,10 +630,20 @@ def run_mix(args, cells: list[str], save: Path, results: Results) -> None:
         )
 
 
-def train_mixed(args, mix, save: Path, cells: list[str]):
+def split_words(plan: pooling.Plan, mix) -> str:
+    """How the pool was split, for the console."""
+    if plan.split == "gene":
+        return "split by gene (no gene on both sides)"
+    return (
+        f"split by row, the paper's ({pooling.genes_on_both_sides(mix):,} genes have rows "
+        "on both sides)"
+    )
+
+
+def train_mixed(args, mix, save: Path, cells: list[str], plan: pooling.Plan):
     """Train the mixed model into save/best_model.keras unless a resumed run already did;
     return (its best epoch, the attempts it took, whether it is sound). save/trained.json
-    records that training finished."""
+    records that training finished, on what it trained, and what it left out."""
     marker = save / "trained.json"
     if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
         return None, None, None
@@ -625,6 +664,8 @@ def train_mixed(args, mix, save: Path, cells: list[str]):
             "sound": trained.sound,
             "cells": cells,
             "genes": {"train": len(mix.train.ids), "valid": len(mix.valid.ids)},
+            **plan.record(),
+            "genes_on_both_sides": pooling.genes_on_both_sides(mix),
         },
     )
     return trained.best_epoch, trained.attempts, trained.sound
@@ -681,18 +722,19 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         trained = json.loads(marker.read_text()) if marker.exists() else {}
         best_mixed, attempts_mixed = trained.get("best_epoch"), trained.get("attempts")
         sound_mixed = trained.get("sound")
+        plan = pooling.of_saved_model(args.data_dir, trained, targets, args.features)
+        for line in plan.describe():
+            print(line, flush=True)
     else:
-        pool = pretraining_cells(args, cells)
-        mix = data.load_data_mix(
-            args.data_dir, pool, seed=args.seed, additional_features=args.features, tests=False
-        )
+        plan = pool_plan(args, cells)
+        mix = load_pool(args, plan, tests=False)
         STOP.check()
         print(
             f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
-            f"genes pooled from {len(pool)} cells",
+            f"genes pooled from {len(plan.pool)} cells, {split_words(plan, mix)}",
             flush=True,
         )
-        best_mixed, attempts_mixed, sound_mixed = train_mixed(args, mix, save, pool)
+        best_mixed, attempts_mixed, sound_mixed = train_mixed(args, mix, save, plan.pool, plan)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
         if getattr(args, "chief_trained", False):
@@ -733,6 +775,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
                 "attempts_finetuned": trained.attempts,
                 "sound_mixed": sound_mixed,
                 "sound_finetuned": trained.sound,
+                **plan.row_counts(cell),
             }
         )
         print(
@@ -859,6 +902,28 @@ def check_weights(args, cells: list[str]) -> None:
     before the save folder is made."""
     for path in dict.fromkeys(weights_paths(args, cells)):
         load_saved_model(path)
+    if args.holdout_cell:
+        check_held_out(args.holdout_cell, weights_paths(args, cells)[0])
+
+
+def check_held_out(cell: str, model: Path) -> None:
+    """Leave-one-out from a saved model: refuse unless the trained.json beside it shows that
+    the held-out cell was not in the model's pool."""
+    marker = model.parent / "trained.json"
+    try:
+        pool = json.loads(marker.read_text()).get("cells")
+    except (OSError, ValueError, AttributeError):
+        pool = None
+    if not isinstance(pool, list):
+        raise ExperimentError(
+            f"{marker}: no readable record of the cells {model.name} was trained on, so "
+            f"leaving {cell} out cannot be checked; pre-train here instead (without --weights)"
+        )
+    if cell in pool:
+        raise ExperimentError(
+            f"{marker}: --holdout_cell {cell} was in the pool {model.name} was trained on, so "
+            "it is not held out; pre-train without it (leave --weights out)"
+        )
 
 
 def load_saved_model(path: Path):

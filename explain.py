@@ -320,7 +320,11 @@ def read_settings(run: Path) -> dict:
 def tested_cells(run: Path, settings: dict) -> tuple[list[str], Path]:
     """The run's cells with a tested model, in args.json's order, read from its results table
     (a cell is tested once its row is written); and that table."""
-    kind = argparse.Namespace(finetune=bool(settings.get("finetune")), mix=settings.get("mix"))
+    kind = argparse.Namespace(
+        finetune=bool(settings.get("finetune")),
+        mix=settings.get("mix"),
+        weights=settings.get("weights"),
+    )
     table = run / results.table_name(kind)
     if not table.is_file():
         raise ExplainError(f"{table}: not found, so no cell of this run was tested yet")

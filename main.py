@@ -23,6 +23,7 @@ import data
 import distribute
 import experiments
 import files
+import pooling
 import restarts
 import results
 
@@ -114,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="train one model on all cells pooled, then test it on each cell's "
         "own test split; a bare --mix or --mix true/false",
+    )
+    p.add_argument(
+        "--pooling",
+        default=None,
+        choices=pooling.POOLINGS,
+        help="what the pooled experiments pool: held_out (default): the train/valid rows "
+        "of every cell, less every gene a tested cell tests on (fine-tuning: or validates "
+        "on), so no tested gene is trained on; paper: every train/valid row, as the paper "
+        "did; either way each tested cell's test genes found in the pool are counted",
+    )
+    p.add_argument(
+        "--pool_split",
+        default=None,
+        choices=pooling.POOL_SPLITS,
+        help="how the pool is split 70/30 into training and validation: row, the paper's "
+        "(a gene's rows from different cells may fall on both sides), the default of --mix; "
+        "gene, every row of a gene on one side, the default of --finetune and --holdout_cell",
     )
     p.add_argument(
         "--cells",
@@ -326,6 +344,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.save_dir is None:
             raise UsageError("--resume needs --save_dir, the folder of the run to resume")
         adopt_recorded_settings(args, argv)
+    for name in ("pooling", "pool_split"):
+        if getattr(args, name) is not None and (not args.mix or args.weights):
+            raise UsageError(
+                f"--{name} applies to training a pooled model (--mix, --finetune, --holdout_cell)"
+            )
+    if args.mix and not args.weights:
+        args.pooling = args.pooling or "held_out"
+        args.pool_split = args.pool_split or ("gene" if args.finetune else "row")
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file or folder")
     if args.save_dir is None:
@@ -389,6 +415,14 @@ def adopt_recorded_settings(args, argv) -> None:
         args.restarts = 0  # a run started before restarts existed goes on without them
     if "recipe" not in recorded and "recipe" not in given:
         args.recipe = "paper"  # a run started before the warm-up existed goes on without it
+    if "pooling" not in recorded and args.mix and not args.weights:
+        # A pooled run started before the pooling was chosen pooled as the paper did.
+        if args.pooling not in (None, "paper") or args.pool_split not in (None, "row"):
+            raise UsageError(
+                f"cannot resume {save}: it pools as the paper did (--pooling paper "
+                "--pool_split row), begun before these flags existed; start a new run"
+            )
+        args.pooling, args.pool_split = "paper", "row"
 
 
 def default_run_name(args) -> str:
@@ -505,6 +539,8 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
         experiments.mixed_memory_check(
             args, experiments.pretraining_cells(args, cells) if args.finetune else cells
         )
+    if args.mix and not args.weights:
+        experiments.pool_plan(args, cells).check(data_dir)
     return args, cells
 
 

@@ -27,6 +27,10 @@ from data import VARIANT_LABELS, DataError
 # collapse), True or False; empty where it could not be judged (a validation split too small or
 # of one class, a saved model without its training record, a table written before it existed).
 RESULT_COLUMNS = ["cell", "auc", "accuracy", "n_test", "best_epoch", "attempts", "sound"]
+# A pooled model's tables add, per tested cell, its test genes that the pooled cells' train and
+# valid splits hold, and those of them the model trained or validated on (pooling.py).
+POOL_COLUMNS = ("test_in_pool", "test_seen")
+MIX_COLUMNS = [*RESULT_COLUMNS, *POOL_COLUMNS]
 # Fine-tuning: per cell, the mixed model alone and the same model fine-tuned on the cell.
 FINETUNE_COLUMNS = [
     "cell",
@@ -41,10 +45,12 @@ FINETUNE_COLUMNS = [
     "attempts_finetuned",
     "sound_mixed",
     "sound_finetuned",
+    *POOL_COLUMNS,
 ]
 # Columns added after the first tables were written, newest first: a table written before one
 # of them existed is still resumed (their fields left empty).
 LATER_COLUMNS = (
+    POOL_COLUMNS,
     ("sound", "sound_mixed", "sound_finetuned"),
     ("attempts", "attempts_mixed", "attempts_finetuned"),
 )
@@ -88,11 +94,13 @@ def table_name(args) -> str:
 
 
 def table_columns(args) -> list[str]:
-    """The run's results-table columns: RESULT_COLUMNS, FINETUNE_COLUMNS when fine-tuning,
-    PREDICT_COLUMNS when predicting."""
+    """The run's results-table columns: RESULT_COLUMNS, MIX_COLUMNS when training a mixed
+    model, FINETUNE_COLUMNS when fine-tuning, PREDICT_COLUMNS when predicting."""
     if getattr(args, "predict", None) is not None:
         return PREDICT_COLUMNS
-    return FINETUNE_COLUMNS if args.finetune else RESULT_COLUMNS
+    if args.finetune:
+        return FINETUNE_COLUMNS
+    return MIX_COLUMNS if args.mix and not getattr(args, "weights", None) else RESULT_COLUMNS
 
 
 def holds_results(save: Path) -> list[str]:
@@ -201,6 +209,10 @@ def _result_field_problem(column: str, text: str) -> str | None:
         what, lowest, highest, integer = "an epoch number", 0, math.inf, True
     elif column.startswith("attempts"):
         what, lowest, highest, integer = "a number of attempts", 1, math.inf, True
+    elif column in POOL_COLUMNS:
+        if not text.strip():
+            return None  # unknown: a saved model whose pool is not in the data folder
+        what, lowest, highest, integer = "a count of genes", 0, math.inf, True
     elif column.startswith("sound"):
         return None if text.strip() in ("", "True", "False") else "True, False or empty"
     else:

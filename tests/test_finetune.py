@@ -9,6 +9,7 @@ import pytest
 import data
 import experiments
 import main
+from conftest import assert_one_line_error
 from test_resume import run
 
 SETTINGS = ["--epochs", 1, "--finetune_epochs", 1, "--batch_size", 16, "--seed", 5]
@@ -45,6 +46,13 @@ def test_finetune_writes_both_aucs_and_starts_from_the_mixed_model(finetune_run,
     table = pd.read_csv(save / "output-finetune.csv", dtype={"cell": str})
     assert list(table.cell) == data.list_cells(tiny_dir)
     assert table[["auc_mixed", "auc_finetuned"]].notna().all().all()
+    # Pre-trained on the train splits alone: every valid and test gene of the fine-tuned cells
+    # is kept out (one split for all cells here), and the pool is split by gene.
+    trained = json.loads((save / "trained.json").read_text())
+    assert trained["pooling"] == "held_out" and trained["pool_split"] == "gene"
+    assert sum(trained["genes"].values()) == 3 * 40 and trained["genes_on_both_sides"] == 0
+    assert trained["left_out"]["rows"] == 3 * 40  # the valid splits
+    assert list(table.test_in_pool) == [0, 0, 0] and list(table.test_seen) == [0, 0, 0]
     assert "finetuned mean AUC" in res.stdout and "mixed mean AUC" in res.stdout
     pretrained = weights(save / "best_model.keras")
     keras.utils.set_random_seed(123)
@@ -98,15 +106,31 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     assert list(table.cell) == ["S002"]
     trained = json.loads((out / "trained.json").read_text())
     assert trained["cells"] == ["S001", "S003"]
-    assert sum(trained["genes"].values()) == 2 * 2 * 40  # two cells' train + valid
+    # Two cells' train splits: their valid splits hold the genes S002 validates on (one split
+    # for all cells here), so they stay out, and the pool is split by gene.
+    assert sum(trained["genes"].values()) == 2 * 40
+    assert trained["left_out"] == {"cells": ["S002"], "splits": ["valid", "test"], "genes": 40,
+                                   "rows": 80}  # fmt: skip
+    assert trained["pool_split"] == "gene" and trained["genes_on_both_sides"] == 0
+    assert list(table.test_in_pool) == [0] and list(table.test_seen) == [0]
     # The pooled gene ids and their cells, as the run builds them: none from S002.
     args = main.parse_args(["--data_dir", str(tiny_dir), "--holdout_cell", "S002"])
-    pool = experiments.pretraining_cells(args, data.list_cells(tiny_dir))
-    mix = data.load_data_mix(tiny_dir, pool, seed=5, tests=False)
+    args.features, cells = True, data.list_cells(tiny_dir)
+    plan = experiments.pool_plan(args, cells)
+    mix = data.load_data_mix(tiny_dir, plan.pool, seed=5, tests=False, leave_out=plan.left_out)
     pooled = set(zip(mix.train.cells, mix.train.ids)) | set(zip(mix.valid.cells, mix.valid.ids))
     held = data.load_cell(tiny_dir / "S002")
-    assert len(pooled) == 160 and not pooled & {("S002", g) for g in held.train.ids}
+    assert len(pooled) == 80 and not pooled & {("S002", g) for g in held.train.ids}
     assert "S002" not in set(mix.train.cells) | set(mix.valid.cells)
+    assert not {g for _, g in pooled} & (set(held.valid.ids) | set(held.test.ids))
+    # A saved model is used for leave-one-out only when its record shows the cell was not in
+    # its pool: this one's was.
+    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "again", "--holdout_cell",
+              "S001", "--weights", out, *SETTINGS, check=False)  # fmt: skip
+    assert_one_line_error(res, "trained.json: --holdout_cell S001 was in the pool")
+    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "again", "--holdout_cell",
+              "S002", "--weights", out, *SETTINGS)  # fmt: skip
+    assert "Test genes in the pooled data: none" in res.stdout
 
 
 def test_finetune_resume_keeps_pretrained_model_and_finished_cells(finetune_run, tmp_path):

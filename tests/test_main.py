@@ -140,6 +140,12 @@ def test_mix_run_tests_each_cells_own_test_split(mix_run, tiny_dir):
         assert (save / name).exists(), name
     table = pd.read_csv(save / "output-mix.csv", dtype={"cell": str})
     assert list(table.cell) == ["S001", "S002", "S003"]
+    # One split for all cells: no test gene is in the pool, and the paper's split by row.
+    assert list(table.test_in_pool) == [0, 0, 0] and list(table.test_seen) == [0, 0, 0]
+    assert "Test genes in the pooled data: none, in all 3 tested cells" in res.stdout
+    assert "split by row, the paper's" in res.stdout
+    trained = pd.read_json(save / "trained.json", typ="series")
+    assert trained["pooling"] == "held_out" and trained["genes_on_both_sides"] > 0
     model = Convnet.load_model(str(save / "best_model.keras"))
     for row in table.itertuples():
         assert (save / row.cell / "roc.png").exists()
@@ -209,6 +215,8 @@ one_line_error = assert_one_line_error
         (["--variant", "big"], "invalid choice"),
         (["--cells", "E999"], "E999"),
         (["--weights", "/nonexistent/model.keras"], "no such file"),
+        (["--pooling", "paper"], "--pooling applies to training a pooled model"),
+        (["--mix", "--pool_split", "cell"], "invalid choice"),
     ],
 )
 def test_bad_command_lines(tiny_dir, tmp_path, argv, fragment):
