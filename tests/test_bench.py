@@ -281,3 +281,22 @@ def test_wide_stalls_tiny_run(tmp_path):
         assert re.search(rf"^\| float32 \| {recipe} \| W5 \| .+ \| 0\.\d{{3}} \| 1 \|", block, re.M)
     rows = (tmp_path / "RESULTS-wide.csv").read_text().splitlines()
     assert rows[0].startswith("label,precision,recipe,cell,seed,test_auc,sound") and len(rows) == 3
+
+
+def test_pooled_overlap_tiny_run(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    res = subprocess.run(
+        [sys.executable, "bench/pooled_overlap.py", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    block = out.read_text()
+    assert "<!-- pooled_overlap.py: misaligned split begin -->" in block
+    # One split for all cells: the default pools what the paper pools, to the byte.
+    assert "every predictions.csv identical: **yes**" in block
+    rows = re.findall(r"^\| (S00\d) \| 40 \| (\d+) \|", block, re.M)
+    assert [c for c, _ in rows] == ["S001", "S002", "S003"]
+    assert all(int(n) > 0 for _, n in rows)  # the misaligned cells' test genes are in the pool
