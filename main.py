@@ -290,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+def check_settings(args) -> None:
+    """The checks of the settings that argparse cannot make, for the command line and for a
+    resumed run's args.json alike; fills in what one flag implies for another."""
     for name in ("epochs", "batch_size", "finetune_epochs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -327,28 +328,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.mix:
             raise UsageError("--predict uses a saved model: it cannot train (--mix, --finetune)")
         args.data_dir = args.predict
-    if args.jit and args.seed is not None:
+    if args.jit and getattr(args, "deterministic", args.seed is not None):
         raise UsageError(
             "--jit cannot be combined with --seed: TensorFlow's deterministic ops exclude XLA"
         )
-    # Recorded in args.json: a run without --seed still records the seed it drew, but its
-    # resumption must not turn deterministic ops on.
-    args.deterministic = args.seed is not None
+    for name in ("pooling", "pool_split"):
+        if getattr(args, name) is not None and (not args.mix or args.weights):
+            raise UsageError(
+                f"--{name} applies to training a pooled model (--mix, --finetune, --holdout_cell)"
+            )
     try:
         distribute.check_args(args)
     except distribute.DeviceError as e:
         raise UsageError(str(e)) from None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    check_settings(args)
+    # Recorded in args.json: a run without --seed still records the seed it drew, but its
+    # resumption must not turn deterministic ops on.
+    args.deterministic = args.seed is not None
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     if args.resume:
         if args.save_dir is None:
             raise UsageError("--resume needs --save_dir, the folder of the run to resume")
         adopt_recorded_settings(args, argv)
-    for name in ("pooling", "pool_split"):
-        if getattr(args, name) is not None and (not args.mix or args.weights):
-            raise UsageError(
-                f"--{name} applies to training a pooled model (--mix, --finetune, --holdout_cell)"
-            )
+        check_settings(args)  # the recorded settings and the flags given, together
     if args.mix and not args.weights:
         args.pooling = args.pooling or "held_out"
         args.pool_split = args.pool_split or ("gene" if args.finetune else "row")
@@ -385,17 +392,60 @@ def _same(key: str, given, recorded) -> bool:
     return given == recorded
 
 
+def recorded_flags(recorded: dict) -> list[str]:
+    """A run's recorded settings (args.json) as the command line that gives them, so they are
+    parsed and checked by the same parser as the flags given; UsageError for a value no
+    command line could give. Keys that are no flag, and those a resume may change, are left
+    out."""
+    actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    argv = []
+    for key, value in recorded.items():
+        action = actions.get(key)
+        if action is None or key in RESUME_FREE or key in ("help", "resume"):
+            continue
+        flag = action.option_strings[-1]
+        if value is None:
+            if action.default is not None:
+                raise UsageError(f"{flag} is null")
+        elif action.nargs == 0:  # a bare flag: true or false
+            if not isinstance(value, bool):
+                raise UsageError(f"{flag} {json.dumps(value)} is not true or false")
+            argv += [flag] if value else []
+        elif key == "cells" and isinstance(value, list):
+            if not all(isinstance(c, str) for c in value):
+                raise UsageError(f"{flag} {json.dumps(value)} is not a list of cell names")
+            argv.append(f"{flag}={','.join(value)}")
+        elif isinstance(value, (list, dict)):
+            raise UsageError(f"{flag} {json.dumps(value)} is not a single value")
+        else:
+            argv.append(f"{flag}={value}")
+    return argv
+
+
 def adopt_recorded_settings(args, argv) -> None:
-    """For --resume: take the run's settings from its args.json; refuse flags that differ."""
+    """For --resume: take the run's settings from its args.json, parsed and checked as the
+    command line is; refuse flags that differ."""
     save = Path(args.save_dir)
-    if not args.chief and not (save / "args.json").exists():
+    path = save / "args.json"
+    if not args.chief and not path.exists():
         return  # another machine's worker: the chief's settings arrive through TensorFlow
     try:
-        recorded = json.loads((save / "args.json").read_text())
+        recorded = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{save}: no args.json, so no run to resume there") from None
     except (OSError, ValueError) as e:
-        raise UsageError(f"{save / 'args.json'}: cannot read the run's settings ({e})") from None
+        raise UsageError(f"{path}: cannot read the run's settings ({e})") from None
+    if not isinstance(recorded, dict):
+        raise UsageError(f"{path}: not a run's settings (a JSON object of flags is expected)")
+    try:
+        checked = build_parser().parse_args(recorded_flags(recorded))
+        check_settings(checked)
+        if not isinstance(recorded.get("deterministic", False), bool):
+            raise UsageError(f"deterministic {json.dumps(recorded['deterministic'])} is not "
+                             "true or false")  # fmt: skip
+    except UsageError as e:
+        problem = str(e).removesuffix(" (see python main.py -h)")
+        raise UsageError(f"{path}: a recorded setting is not valid: {problem}") from None
     given = explicit_flags(sys.argv[1:] if argv is None else argv)
     differ = [
         f"--{k} {getattr(args, k)} (the run has {recorded[k]})"
@@ -410,7 +460,7 @@ def adopt_recorded_settings(args, argv) -> None:
     for key, value in recorded.items():
         if key in given or key in RESUME_FREE or not hasattr(args, key):
             continue
-        setattr(args, key, ",".join(value) if key == "cells" and value else value)
+        setattr(args, key, getattr(checked, key) if hasattr(checked, key) else value)
     if "restarts" not in recorded and "restarts" not in given:
         args.restarts = 0  # a run started before restarts existed goes on without them
     if "recipe" not in recorded and "recipe" not in given:
