@@ -900,6 +900,11 @@ def main(argv=None) -> int:
         "--names", default=None, help="comma-separated cell names [Default: S001, S002, ...]"
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace cells of the same names already in --out (default: refuse)",
+    )
+    p.add_argument(
         "--noise",
         default="0.9",
         help="standard deviation of the noise between a gene's expression and its marks: one "
@@ -918,12 +923,46 @@ def main(argv=None) -> int:
     if len(noise) not in (1, args.cells) or not all(np.isfinite(v) and v >= 0 for v in noise):
         parser.error("--noise must give one value, or one per cell, each finite and >= 0")
     noise = noise if len(noise) > 1 else noise[0]
+    out = Path(args.out)
+    check_room(out, args.cells, args.genes)
+    names = names or [f"S{i + 1:03d}" for i in range(args.cells)]
+    there = [n for n in names if (out / n).exists()]
+    if there and not args.overwrite:
+        raise DataError(
+            f"{out}: already holds {', '.join(there[:3])}{' ...' if len(there) > 3 else ''}; "
+            "add --overwrite to replace them, or write to another --out"
+        )
     written = synthesize(args.out, args.cells, args.genes, args.seed, names, noise=noise)
     print(
         f"wrote {len(written)} cells x 3 splits x {args.genes} genes to {args.out}: "
         f"{', '.join(written)}"
     )
     return 0
+
+
+# What data.synthesize needs, measured (data.synthesize of 1 cell, 2,000 and 20,000 genes a
+# split): about 54 KiB of memory a gene a split, whatever the number of cells (one cell is made
+# at a time), and 6.7 KB of disk a gene a split a cell.
+SYNTH_MEMORY_PER_GENE = 60 * 2**10
+SYNTH_DISK_PER_GENE = 7_000
+
+
+def check_room(out: Path, cells: int, genes: int) -> None:
+    """Refuse a synthetic data_dir that would not fit in the memory or on the disk left."""
+    memory = genes * SYNTH_MEMORY_PER_GENE + 2**28
+    disk = cells * genes * SYNTH_DISK_PER_GENE
+    free_memory, free = files.available_memory(), files.free_disk(out)
+    if free_memory is not None and memory > free_memory:
+        raise DataError(
+            f"{out}: {genes:,} genes a split need about {files.gib(memory)} of memory to "
+            f"generate, more than the {files.gib(free_memory)} available; ask for fewer --genes"
+        )
+    if free is not None and disk > free:
+        raise DataError(
+            f"{out}: {cells:,} cells of {genes:,} genes a split take about {files.gib(disk)} "
+            f"on disk, more than the {files.gib(free)} free there; ask for fewer --cells or "
+            "--genes"
+        )
 
 
 def run_command(main) -> None:

@@ -677,7 +677,7 @@ def mixed_memory_check(args, cells: list[str]) -> None:
     # Training holds the pooled arrays plus TensorFlow's own copy of the batch pipeline's
     # source (measured: about one more copy of the training arrays) and the framework itself.
     need = int(need * 2 + 1.5 * 2**30)
-    limit = args.max_memory * 2**30 if args.max_memory is not None else available_memory()
+    limit = args.max_memory * 2**30 if args.max_memory is not None else files.available_memory()
     if limit and need > limit:
         where = "--max_memory" if args.max_memory is not None else "available memory"
         raise ExperimentError(
@@ -685,26 +685,6 @@ def mixed_memory_check(args, cells: list[str]) -> None:
             f"more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells with "
             "--cells, or override with --max_memory GIB (0: no check)"
         )
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
-    avail = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        cg = Path("/sys/fs/cgroup")
-        limit = (cg / "memory.max").read_text().strip()
-        if limit != "max":
-            room = int(limit) - int((cg / "memory.current").read_text())
-            avail = room if avail is None else min(avail, room)
-    except (OSError, ValueError):
-        pass
-    return avail
 
 
 def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:

@@ -67,6 +67,9 @@ DEFAULT_STEPS = 16
 # Rows (genes x path points) per gradient batch: the conv layers' activations of 1,024 rows
 # take about 1 GB with their gradients; larger batches are no faster on a CPU.
 BATCH_ROWS = 1024
+# The most path points: one gene's path then fills one gradient batch (about 1 GB); past it the
+# batch, and Gauss-Legendre's eigenvalue problem (steps x steps), would grow without bound.
+MAX_STEPS = BATCH_ROWS
 # Groups of test genes, in the order of the table and of the figure's panels.
 GROUPS = ("high", "low", "all", "high_correct", "low_correct", "all_correct")
 GROUP_LABELS = {
@@ -412,8 +415,14 @@ def plan(
 # Command line
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line and exit status 2, as main.py: the usage is what -h is for.
+        self.exit(2, f"error: {message} (see python explain.py -h)\n")
+
+
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="explain.py",
         description="Attribution maps of a run's tested models: which histone marks, and where "
         "around the TSS, drive the predicted log-odds of high expression, per cell (groups of "
@@ -438,8 +447,7 @@ def parse_args(argv) -> argparse.Namespace:
         type=int,
         default=DEFAULT_STEPS,
         help="integrated gradients: points on the path from the baseline (Gauss-Legendre "
-        "nodes) "
-        "[Default: %(default)s]",
+        f"nodes), 1 to {MAX_STEPS} [Default: %(default)s]",
     )
     parser.add_argument(
         "--genes",
@@ -459,8 +467,8 @@ def parse_args(argv) -> argparse.Namespace:
         help="where the run's cells are [Default: the data_dir in the run's args.json]",
     )
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        parser.error(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}")
     return args
 
 
@@ -533,8 +541,14 @@ def main(argv=None) -> int:
             Path(args.out) if args.out else None,
             Path(args.data_dir) if args.data_dir else None,
         )
+        where = Path(args.out) if args.out else run
+        for folder in [*(t.out for t in targets), where]:
+            files.writable(folder)  # before the maps are computed, not after
     except (ExplainError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {files.write_problem(e)}", file=sys.stderr)
         return 2
     distribute.import_tensorflow_quietly()
     import utils
@@ -542,8 +556,6 @@ def main(argv=None) -> int:
     try:
         totals = [explain_cell(t, args, settings) for t in targets]
         marks = pd.concat(totals, ignore_index=True)
-        where = Path(args.out) if args.out else run
-        where.mkdir(parents=True, exist_ok=True)
         files.write_csv(where / "explain-marks.csv", marks)
         png = utils.plot_mark_summary(
             marks,
@@ -554,6 +566,9 @@ def main(argv=None) -> int:
         print(f"wrote {where / 'explain-marks.csv'} and {png}")
     except (ExplainError, experiments.ExperimentError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk: each file is whole or not there
+        print(f"error: {files.write_problem(e)}", file=sys.stderr)
         return 2
     return 0
 

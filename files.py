@@ -2,7 +2,8 @@
 file renamed into place, so a reader (or a killed run) never sees half of one.
 
 It is the one place that knows temporary-file-and-rename; it reads nothing and imports neither
-matplotlib nor TensorFlow (figures and models bring their own ``save`` methods).
+matplotlib nor TensorFlow (figures and models bring their own ``save`` methods). It also says how
+much room is left, in memory and on a disk, for the commands that check before they start.
 """
 
 from __future__ import annotations
@@ -21,21 +22,61 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = ".tmp") -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``: readers never see half a file.
 
     ``suffix`` ends the temporary file's name, for writers that judge the format by it (Keras
-    wants ``.keras``).
+    wants ``.keras``). An OSError (a read-only folder, a full disk) leaves no temporary file and
+    names ``path``, not the temporary file.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    return atomic_writes([(path, write, suffix)])[0]
+
+
+def atomic_writes(items) -> list[Path]:
+    """Several files written whole and together: each ``(path, write[, suffix])`` is written
+    to its temporary file first, and only when all are written are they renamed into place, so
+    a full disk midway leaves every earlier file as it was. Returns the paths."""
+    done = []
     try:
-        write(tmp)
-        # mkstemp makes the file private (0600); results should follow the user's umask like
-        # any file they write.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        for path, write, *suffix in items:
+            path = Path(path)
+            try:
+                fd, tmp = tempfile.mkstemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=suffix[0] if suffix else ".tmp"
+                )
+                os.close(fd)
+                done.append((path, tmp))
+                write(tmp)
+                # mkstemp makes the file private (0600); results should follow the user's umask
+                # like any file they write.
+                os.chmod(tmp, 0o666 & ~_UMASK)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+        for path, tmp in done:
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for _, tmp in done:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return [path for path, _ in done]
+
+
+def writable(folder: str | os.PathLike) -> Path:
+    """Make `folder` if missing and check that a file can be created in it; OSError naming the
+    folder when not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(folder)) from None
+    return folder
+
+
+def write_problem(e: OSError) -> str:
+    """An OSError met while writing, as the one line a command prints: the path and why."""
+    return f"{e.filename or 'output'}: cannot write there ({e.strerror or e})"
 
 
 def atomic_folder(path: str | os.PathLike, write) -> Path:
@@ -167,3 +208,39 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int((cg / "memory.current").read_text())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def free_disk(path: str | os.PathLike) -> int | None:
+    """Bytes free on the file system that holds `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def gib(n_bytes: float) -> str:
+    """Bytes as GiB for a message."""
+    return f"{n_bytes / 2**30:.1f} GiB"

@@ -735,6 +735,7 @@ def compare(
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out {out}: expected a .png file name")
+    files.writable(out.parent)  # before the work: OSError naming the folder
     lines = read_runs(runs, labels)
     ref = read_baselines(baselines) if baselines else None
     cells, how = cell_order(lines, ref)
@@ -816,10 +817,26 @@ def compare(
     )
     fig.suptitle(title or "Test AUC per cell type", fontsize=12)
 
-    table_csv, table_md = out.with_suffix(".csv"), out.with_suffix(".md")
-    png = _save_png(fig, out)
-    files.write_csv(table_csv, summary)
-    files.write_text(table_md, summary_markdown(summary))
+    # The figure and its two tables replace earlier ones together, or not at all.
+    text = summary_markdown(summary)
+    try:
+        png, _, _ = files.atomic_writes(
+            [
+                (
+                    out,
+                    lambda tmp: fig.savefig(
+                        tmp, dpi=110, format="png", bbox_inches="tight", pad_inches=0.15
+                    ),
+                ),  # fmt: skip
+                (
+                    out.with_suffix(".csv"),
+                    lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6f"),
+                ),  # fmt: skip
+                (out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(text)),
+            ]
+        )
+    finally:
+        plt.close(fig)
     return png, summary
 
 
@@ -1134,6 +1151,9 @@ def _plot_command(args) -> int:
         folders += logs
     for folder in folders:
         read_log(folder)  # every log checked before any figure is redrawn
+        files.writable(folder)
+    if len(folders) > 1 or args.out:
+        files.writable(Path(args.out or "curves.png").absolute().parent)
     for folder in folders:
         print(f"redrew {plot_log(folder)}")
     if len(folders) > 1 or args.out:
@@ -1202,6 +1222,9 @@ def main(argv=None) -> int:
             print(f"wrote {', '.join(map(str, written))}")
     except (InputError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only folder, a full disk: nothing half written is left
+        print(f"error: {files.write_problem(e)}", file=sys.stderr)
         return 2
     return 0
 

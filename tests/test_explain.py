@@ -346,3 +346,32 @@ def test_speed_benchmark_tiny_writes_its_block(tmp_path):
     assert text.startswith("# figures") and "A note." in text
     assert "<!-- explain_speed.py: tiny begin -->" in text
     assert "| integrated gradients, 16 steps |" in text
+
+
+def test_a_run_folder_it_cannot_write_is_found_before_the_maps(planted, monkeypatch, capsys):
+    from test_hostile import refuse_writes_under
+
+    run = make_run(planted, "percell")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the maps were computed before the folder was checked")
+
+    monkeypatch.setattr(explain, "attributions", never)
+    refuse_writes_under(monkeypatch, run)
+    assert explain.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / CELL / 'explain'}: cannot write there" in err, err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(planted, tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+    from test_hostile import fill_disk_on
+
+    run = make_run(planted, "percell")
+    fill_disk_on(monkeypatch, matplotlib.figure.Figure, "savefig")
+    out = tmp_path / "x"
+    assert explain.main([str(run), "--method", "saliency", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write there (No space left on device)" in err, err
+    assert not [p.name for p in out.rglob(".*")]  # no temporary file left behind
+    assert not list(out.rglob("*.png"))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -373,3 +374,165 @@ def test_loader_never_fails_otherwise(tmp_path_factory, content):
         assert split.y.shape == (n, 2) and set(np.unique(split.labels)) <= {0, 1}
         assert len(set(split.ids)) == n
     shutil.rmtree(path.parent)
+
+
+@pytest.mark.parametrize(
+    "recorded,fragment",
+    [
+        ('{"lr": Infinity, "epochs": -5}', "--epochs must be at least 1, got -5"),
+        ('{"lr": Infinity}', "--lr must be in (0, 1], got inf"),
+        ('{"epochs": "two"}', "invalid int value: 'two'"),
+        ('{"epochs": "two", "lr": null}', "--lr is null"),
+        ('{"lr": null}', "--lr is null"),
+        ("[1, 2]", "not a run's settings"),
+        ('{"cells": [1, 2]}', "is not a list of cell names"),
+        ('{"freeze_conv": "sometimes"}', '--freeze_conv "sometimes" is not true or false'),
+        ('{"recipe": "fast"}', "invalid choice: 'fast'"),
+    ],
+)
+def test_resume_checks_the_recorded_settings_as_the_command_line(
+    tmp_path, capsys, recorded, fragment
+):
+    import main
+
+    (tmp_path / "args.json").write_text(recorded)
+    assert main.main(["--save_dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert f"{tmp_path / 'args.json'}:" in err and fragment in err, err
+    assert (tmp_path / "args.json").read_text() == recorded  # nothing written over
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes that allocate, overwriting, and writing that fails (read-only folders, a full disk)
+
+
+def run_script_(script, *args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "cells,genes,fragment",
+    [
+        (1, 10**9, "of memory to generate"),
+        (10**8, 1000, "on disk, more than"),
+    ],
+)
+def test_synth_refuses_what_cannot_fit(tmp_path, cells, genes, fragment):
+    res = run_script_("data.py", "synth", "--out", tmp_path / "d", "--cells", cells,
+                      "--genes", genes)  # fmt: skip
+    assert_one_line_error(res, str(tmp_path / "d"), fragment)
+    assert not (tmp_path / "d").exists()
+
+
+def test_synth_does_not_replace_cells_unless_asked(tmp_path):
+    data.synthesize(tmp_path, n_cells=1, n_genes=12, seed=0)
+    before = (tmp_path / "S001/classification/train.csv").read_bytes()
+    res = run_script_("data.py", "synth", "--out", tmp_path, "--cells", 1, "--genes", 10)
+    assert_one_line_error(res, "already holds S001", "--overwrite")
+    assert (tmp_path / "S001/classification/train.csv").read_bytes() == before
+    res = run_script_("data.py", "synth", "--out", tmp_path, "--cells", 1, "--genes", 10,
+                      "--overwrite")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert len(data.load_cell(tmp_path / "S001").train.ids) == 10
+
+
+def test_explain_steps_have_an_upper_bound(tmp_path):
+    res = run_script_("explain.py", tmp_path, "--steps", 10**9)
+    assert_one_line_error(res, "--steps must be 1 to 1024")
+
+
+def refuse_writes_under(monkeypatch, folder, errno_=None):
+    """Temporary files cannot be made under `folder`, as on a read-only file system."""
+    import errno
+    import tempfile
+
+    import files
+
+    real = tempfile.mkstemp
+    code = errno_ or errno.EROFS
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and str(os.path.abspath(dir)).startswith(str(folder)):
+            raise OSError(code, os.strerror(code), os.path.join(dir, ".x.tmp"))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+
+
+def fill_disk_on(monkeypatch, cls, method):
+    """`cls.method` writes a few bytes, then finds the disk full."""
+    import errno
+
+    def full(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(cls, method, full)
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def hidden(folder):
+    return [p.name for p in folder.rglob(".*")]
+
+
+def compare_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"cell": "E003", "auc": 0.8, "accuracy": 0.7, "n_test": 50, "best_epoch": 2}]
+    results.write_table(run / "output.csv", rows)
+    return run
+
+
+def test_compare_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    import utils
+
+    run = compare_run(tmp_path)
+    refuse_writes_under(monkeypatch, tmp_path / "ro")
+    for out in (tmp_path / "ro" / "auc.png", tmp_path / "ro" / "new" / "auc.png"):
+        assert utils.main(["compare", str(run), "--out", str(out)]) == 2
+        err = one_line(capsys)
+        assert f"{out.parent}: cannot write there" in err, err
+    assert not list((tmp_path / "ro").rglob("*.png"))
+
+
+def test_compare_on_a_full_disk_keeps_the_earlier_figure_and_tables(tmp_path, monkeypatch, capsys):
+    import utils
+
+    run = compare_run(tmp_path)
+    out = tmp_path / "o" / "auc.png"
+    out.parent.mkdir()
+    for suffix in (".png", ".csv", ".md"):
+        out.with_suffix(suffix).write_text(f"earlier {suffix}")
+    fill_disk_on(monkeypatch, pd.DataFrame, "to_csv")
+    assert utils.main(["compare", str(run), "--out", str(out)]) == 2
+    assert f"{out.with_suffix('.csv')}: cannot write there (No space left" in one_line(capsys)
+    for suffix in (".png", ".csv", ".md"):  # all three as they were, no temporary left
+        assert out.with_suffix(suffix).read_text() == f"earlier {suffix}"
+    assert hidden(out.parent) == []
+
+
+def test_plot_in_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    import utils
+
+    folder = tmp_path / "run" / "S001"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1], "loss": [0.7, 0.6], "val_loss": [0.7, 0.65]}).to_csv(
+        folder / "log.csv", index=False
+    )
+    refuse_writes_under(monkeypatch, tmp_path / "run")
+    assert utils.main(["plot", str(tmp_path / "run")]) == 2
+    assert f"{folder}: cannot write there (Read-only file system)" in one_line(capsys)
+    assert not (folder / "log.png").exists()
