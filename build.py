@@ -107,19 +107,23 @@ class Genes:
     chrom: np.ndarray
     tss: np.ndarray
     strand: np.ndarray
+    # Ids the annotation also places on another chromosome or strand: their first record kept.
+    elsewhere: int = 0
 
     def take(self, keep: np.ndarray) -> Genes:
-        return Genes(self.ids[keep], self.chrom[keep], self.tss[keep], self.strand[keep])
+        return Genes(
+            self.ids[keep], self.chrom[keep], self.tss[keep], self.strand[keep], self.elsewhere
+        )
 
 
 def _table(path: Path, names: list[str], what: str) -> pd.DataFrame:
-    """A tab-separated file without header (comment lines '#' and 'track' skipped)."""
+    """A tab-separated file without header (lines that start with '#', 'track' or 'browser'
+    skipped; a '#' elsewhere is data: PanSN chromosome names, quoted GTF attributes)."""
     try:
         table = pd.read_csv(
             path,
             sep="\t",
             header=None,
-            comment="#",
             dtype=str,
             usecols=range(len(names)),
             names=names,
@@ -133,7 +137,7 @@ def _table(path: Path, names: list[str], what: str) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read as a {what}: {str(e).splitlines()[0]}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read {what}: {e}") from None
-    table = table[~table[names[0]].str.startswith(("track", "browser"))]
+    table = table[~table[names[0]].str.startswith(("#", "track", "browser"))]
     if table.empty:
         raise DataError(f"{path}: no {what} lines")
     return table
@@ -196,14 +200,11 @@ def _read_gtf(path: Path, gene_type: str | None) -> Genes:
     if genes.empty:
         raise DataError(f"{path}: no gene or transcript records (column 3) in the annotation")
     attrs = genes["attrs"]
-    # GTF: gene_id "X"; GFF3: gene_id=X, or the record's ID=X.
-    ids = attrs.str.extract(r'(?:^|;)\s*gene_id[ =]"?([^";]+)"?', expand=False)
-    ids = ids.fillna(attrs.str.extract(r"(?:^|;)\s*ID=([^;]+)", expand=False))
+    # GTF: gene_id "X" (a quoted value may hold ';' or '#'); GFF3: gene_id=X, or ID=X.
+    ids = _attribute(attrs, "gene_id").fillna(_attribute(attrs, "ID"))
     genes = genes.assign(gene_id=ids.str.strip())
     if gene_type:
-        types = genes["attrs"].str.extract(
-            r'(?:^|;)\s*(?:gene_type|gene_biotype|biotype)[ =]"?([^";]+)"?', expand=False
-        )
+        types = _attribute(genes["attrs"], "gene_type|gene_biotype|biotype")
         genes = genes[types == gene_type]
         if genes.empty:
             raise DataError(f"{path}: no gene of type {gene_type!r} (gene_type or gene_biotype)")
@@ -215,20 +216,35 @@ def _read_gtf(path: Path, gene_type: str | None) -> Genes:
     # Several transcripts (or a gene record repeated) per gene: its most 5' start, on the first
     # chromosome and strand it was seen on.
     first = frame.drop_duplicates("id")[["id", "chrom", "strand"]]
+    elsewhere = _elsewhere(frame)
     frame = frame.merge(first, on=["id", "chrom", "strand"])
     plus = frame[frame["strand"] > 0].groupby("id", sort=False)["tss"].min()
     minus = frame[frame["strand"] < 0].groupby("id", sort=False)["tss"].max()
     tss = pd.concat([plus, minus])
-    return _genes(first.assign(tss=first["id"].map(tss)))
+    return _genes(first.assign(tss=first["id"].map(tss)), elsewhere)
 
 
-def _genes(frame: pd.DataFrame) -> Genes:
+def _attribute(attrs: pd.Series, key: str) -> pd.Series:
+    """The value of attribute `key` (a regex of names) in GTF (key "value") or GFF3 (key=value)
+    attribute columns; NaN where a record has none."""
+    found = attrs.str.extract(rf'(?:^|;)\s*(?:{key})(?: +"([^"]*)"| +([^";\s][^;]*)|=([^;]*))')
+    return found[0].fillna(found[1]).fillna(found[2])
+
+
+def _elsewhere(frame: pd.DataFrame) -> int:
+    """Gene ids with records on more than one chromosome or strand (the first one is kept)."""
+    places = frame[["id", "chrom", "strand"]].drop_duplicates()
+    return int((places["id"].value_counts() > 1).sum())
+
+
+def _genes(frame: pd.DataFrame, elsewhere: int = 0) -> Genes:
     """Genes from a table with the columns id, chrom, tss and strand."""
     return Genes(
         frame["id"].to_numpy(str),
         frame["chrom"].to_numpy(str),
         frame["tss"].to_numpy(np.int64),
         frame["strand"].to_numpy(np.int8),
+        elsewhere,
     )
 
 
@@ -243,7 +259,7 @@ def _read_tss_bed(path: Path) -> Genes:
             ) from None
         raise
     frame = _five_prime(table.rename(columns={"name": "id"}), path, one_based=False)
-    return _genes(frame.drop_duplicates("id"))
+    return _genes(frame.drop_duplicates("id"), _elsewhere(frame))
 
 
 def _five_prime(table: pd.DataFrame, path: Path, one_based: bool) -> pd.DataFrame:
@@ -857,10 +873,16 @@ def main(argv=None) -> int:
             if built.median is not None
             else "no labels"
         )
+        twice = (
+            f"; {genes.elsewhere:,} gene ids on a second chromosome or strand in the "
+            "annotation, their first record kept"
+            if genes.elsewhere
+            else ""
+        )
         print(
             f"{cell}: {len(built.genes.ids):,} of {len(genes.ids):,} genes written "
             f"(train/valid/test {sizes[0]:,}/{sizes[1]:,}/{sizes[2]:,}; {labels}); "
-            f"dropped: {dropped}",
+            f"dropped: {dropped}{twice}",
             flush=True,
         )
         built_cells[cell] = {
@@ -872,6 +894,7 @@ def main(argv=None) -> int:
             "genes": len(built.genes.ids),
             "split_sizes": sizes,
             "dropped": built.dropped,
+            "ids_elsewhere_too": genes.elsewhere,
             "median_expression": built.median,
         }
         files.write_json(record_path, {"split": split_rule, "cells": built_cells})

@@ -154,6 +154,30 @@ def test_annotation_tss_by_strand(hand):
     assert list(genes.ids) == [g[4] for g in GENES]  # ids kept as the annotation gives them
 
 
+def test_annotation_ids_and_names_with_semicolons_and_hashes(tmp_path):
+    path = tmp_path / "genes.gtf"
+    path.write_text(
+        "##gff-version 2\n#!genome-build\tGRCh38\n"
+        + gtf_line("HG002#1#chr1", 1001, 2000, "+", "GENE;SEMI")
+        + gtf_line("HG002#1#chr1", 5001, 6000, "-", "GENE#HASH")
+        + gtf_line("chr1", 9001, 9500, "+", "GENE")
+        + gtf_line("chr2", 3001, 3500, "+", "GENE")  # the same id elsewhere: first kept
+        + "chr1\thand\tgene\t7001\t7500\t.\t+\t.\tgene_id PLAIN; gene_type lncRNA;\n"
+    )
+    genes = build.read_annotation(path)
+    assert list(genes.ids) == ["GENE;SEMI", "GENE#HASH", "GENE", "PLAIN"]
+    assert list(genes.chrom) == ["HG002#1#chr1", "HG002#1#chr1", "chr1", "chr1"]
+    assert list(genes.tss) == [1000, 5999, 9000, 7000]
+    assert genes.elsewhere == 1
+    assert list(build.read_annotation(path, "lncRNA").ids) == ["PLAIN"]
+    gff = tmp_path / "genes.gff3"
+    gff.write_text(
+        "##gff-version 3\nchr1\thand\tgene\t101\t200\t.\t+\t.\tID=gene:A#1;Name=a\n"
+        "chr1\thand\tgene\t301\t400\t.\t-\t.\tgene_id=B;ID=x\n"
+    )
+    assert list(build.read_annotation(gff).ids) == ["gene:A#1", "B"]
+
+
 def test_counts_match_hand_computed_values(hand):
     built, at = built_by_id(hand)
     assert set(at) == {PLUS, MINUS, START}
