@@ -201,6 +201,12 @@ def setup(args):
         args.mixed_precision, args.precision_reason = auto_precision(
             gpu_capabilities(), cpu_flags()
         )
+    elif args.mixed_precision == "float16" and not gpu_capabilities():
+        # CPUs have no float16 arithmetic: every op is emulated (a 2-step epoch took minutes).
+        raise DeviceError(
+            "--mixed_precision float16 is for GPUs: this machine has none, and on a CPU float16 "
+            "is emulated, many times slower than float32; use auto, bfloat16 or off"
+        )
     return strategy
 
 

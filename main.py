@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         "layers and the weights stay float32); auto (or a bare --mixed_precision): bfloat16 "
         "on a CPU with AMX, where a per-cell epoch is about 2.7x faster at no AUC cost "
         "measured (README, Speed), and on GPUs of compute capability 8.0 and up, float32 "
-        "elsewhere; off: float32 throughout, the paper's arithmetic; the run's Devices line "
-        "and args.json say which (default: auto)",
+        "elsewhere; float16 is for GPUs only (refused on a machine without one); off: "
+        "float32 throughout, the paper's arithmetic; the run's Devices line and args.json "
+        "say which (default: auto)",
     )
     hw.add_argument(
         "--jit",

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -536,3 +537,16 @@ def test_plot_in_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch, capsy
     assert utils.main(["plot", str(tmp_path / "run")]) == 2
     assert f"{folder}: cannot write there (Read-only file system)" in one_line(capsys)
     assert not (folder / "log.png").exists()
+
+
+def test_float16_is_refused_without_a_gpu(tmp_path, monkeypatch):
+    import distribute
+
+    monkeypatch.setattr(distribute, "gpu_capabilities", lambda: [])
+    args = SimpleNamespace(devices=None, distribute="none", batch_size=100, jit=False,
+                           mixed_precision="float16")  # fmt: skip
+    with pytest.raises(distribute.DeviceError, match="float16 is for GPUs: this machine has none"):
+        distribute.setup(args)
+    monkeypatch.setattr(distribute, "gpu_capabilities", lambda: [(7, 5)])
+    distribute.setup(args)  # a GPU: float16 is the user's to ask for
+    assert args.mixed_precision == "float16"
