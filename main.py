@@ -656,9 +656,10 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         return 2
     except KeyboardInterrupt:
         done = [c for c in cells if table_rows.done(c)]
+        named = ", ".join(done[:5]) + (f", ... {done[-1]}" if len(done) > 5 else "")
         print(
             f"interrupted: {len(done)}/{len(cells)} cells finished"
-            f"{' (' + ', '.join(done) + ')' if done else ''}, kept in {table}; "
+            f"{' (' + named + ')' if done else ''}, kept in {table}; "
             f"resume with: {experiments.resume_command(save)}",
             file=sys.stderr,
         )
@@ -689,6 +690,11 @@ def print_summary(table_rows) -> None:
     for key in [k for k in table_rows.columns if k.startswith("auc")]:
         aucs = np.array([r.get(key) for r in rows], dtype=float)
         if np.isnan(aucs).all():
+            if rows and "predicted_high" not in table_rows.columns:
+                print(
+                    f"Results: {table_rows.path}: {len(rows)} cells, no AUC defined (each "
+                    "test split holds one class, or every model diverged)"
+                )
             continue  # predicted cells without labels have no AUC
         what = key.replace("auc_", "") + " " if key != "auc" else ""
         sound = key.replace("auc", "sound")

@@ -338,3 +338,14 @@ def test_utils_redraws_curves_from_logs(per_cell_run, tmp_path):
         timeout=120,
     )
     assert res.returncode == 2 and "no log.csv" in res.stderr
+
+
+def test_summary_says_when_no_auc_is_defined(tmp_path, capsys):
+    import results
+
+    table = results.Results(tmp_path / "output.csv", ["A", "B"], resume=False)
+    for cell in ("A", "B"):
+        table.add({"cell": cell, "auc": float("nan"), "accuracy": 1.0, "n_test": 5})
+    main.print_summary(table)
+    out = capsys.readouterr().out
+    assert "2 cells, no AUC defined (each test split holds one class" in out, out
