@@ -544,6 +544,10 @@ def main(argv=None) -> int:
         where = Path(args.out) if args.out else run
         for folder in [*(t.out for t in targets), where]:
             files.writable(folder)  # before the maps are computed, not after
+        # What a killed earlier explain.py left half written: its hidden temporary files.
+        for t in targets:
+            files.remove_leftovers(t.out, ".*.tmp")
+        files.remove_leftovers(where, ".explain-marks.*.tmp")
     except (ExplainError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,6 +74,17 @@ def writable(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def remove_leftovers(folder: str | os.PathLike, pattern: str) -> int:
+    """Remove the temporary files (`pattern`, e.g. ".*.tmp") a killed writer left in `folder`;
+    for a folder that one command alone writes. Returns how many were removed."""
+    removed = 0
+    for path in Path(folder).glob(pattern):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_problem(e: OSError) -> str:
     """An OSError met while writing, as the one line a command prints: the path and why."""
     return f"{e.filename or 'output'}: cannot write there ({e.strerror or e})"

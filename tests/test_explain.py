@@ -295,11 +295,17 @@ def test_command_on_each_kind_of_run(planted, kind, capsys):
 
 def test_command_saliency_into_out_folder(planted, tmp_path):
     run = make_run(planted, "percell")
+    # What a killed earlier run left half written goes; other hidden files stay.
+    (tmp_path / "x" / CELL).mkdir(parents=True)
+    (tmp_path / "x" / CELL / ".explain.csv.abc123.tmp").write_bytes(b"")
+    (tmp_path / "x" / ".keep").write_text("mine")
     assert explain.main([str(run), "--method", "saliency", "--out", str(tmp_path / "x")]) == 0
     table = pd.read_csv(tmp_path / "x" / CELL / "explain.csv")
     assert set(table["method"]) == {"saliency"}
     assert (tmp_path / "x" / "explain-marks.png").is_file()
     assert not (run / CELL / "explain").exists()
+    assert not list((tmp_path / "x" / CELL).glob(".*.tmp"))
+    assert (tmp_path / "x" / ".keep").read_text() == "mine"
 
 
 def run_explain(*argv):
