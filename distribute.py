@@ -355,23 +355,33 @@ def _patch_keras_for_multiworker() -> None:
     2. It averages the per-step scalar losses and metrics over workers along axis 0, which
        a scalar does not have; this averages them with axis=None, as Keras already does over
        the replicas of one machine.
-    The gradients, variables and data sharding stay Keras' and TensorFlow's own. If a Keras
-    release no longer has these internals, nothing is patched.
+    The gradients, variables and data sharding stay Keras' and TensorFlow's own. A Keras release
+    without these internals is refused (DeviceError naming its version): unpatched, its fit
+    fails at the first step.
     """
+    import keras
+    import tensorflow as tf
+
+    def missing(what: str) -> DeviceError:
+        return DeviceError(
+            f"--distribute multiworker: Keras {keras.__version__} has no {what}, which the "
+            "multi-worker fix of keras-team/keras#20585 replaces (checked up to Keras 3.15); "
+            "use such a Keras, or --distribute mirrored or none"
+        )
+
     try:
-        import tensorflow as tf
         from keras.src import tree
         from keras.src.backend.tensorflow import trainer
     except ImportError:
+        raise missing("keras.src.backend.tensorflow.trainer") from None
+    if getattr(trainer, "_multiworker_patched", False):
         return
-    needed = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "TensorFlowTrainer")
-    if getattr(trainer, "_multiworker_patched", False) or not all(
-        hasattr(trainer, n) for n in needed
-    ):
-        return
+    for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker", "TensorFlowTrainer"):
+        if not hasattr(trainer, name):
+            raise missing(f"keras.src.backend.tensorflow.trainer.{name}")
     build = getattr(trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
     if build is None:
-        return
+        raise missing("TensorFlowTrainer._maybe_symbolic_build")
     reduce_per_replica = trainer.reduce_per_replica
 
     def reduce_over_workers(values, strategy, reduction):

@@ -396,3 +396,16 @@ def test_setup_resolves_auto_from_the_detected_hardware(monkeypatch, flags, expe
     described = distribute.describe(args, strategy)
     assert f"(auto: {args.precision_reason})" in described
     assert ("mixed_bfloat16" in described) == (expected == "bfloat16")
+
+
+def test_multiworker_fix_refuses_a_keras_without_its_internals(monkeypatch):
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    monkeypatch.delattr(trainer, "_multiworker_patched", raising=False)
+    monkeypatch.delattr(trainer, "_collective_all_reduce_multi_worker")
+    with pytest.raises(distribute.DeviceError) as e:
+        distribute._patch_keras_for_multiworker()
+    assert f"Keras {keras.__version__} has no" in str(e.value)
+    assert "_collective_all_reduce_multi_worker" in str(e.value)
+    assert "\n" not in str(e.value)
