@@ -104,19 +104,10 @@ class MixedConv1D(layers.Conv1D):
         return keras.ops.cast(y, self.compute_dtype)
 
 
-@keras.saving.register_keras_serializable(package="Convnet")
-def tanh_float32(x):
-    """tanh evaluated in float32 and returned in x's dtype: the activation of conv2 to dense3
-    in models saved by earlier versions under a mixed-precision policy; registered so that
-    they still load."""
-    return keras.ops.cast(keras.ops.tanh(keras.ops.cast(x, "float32")), x.dtype)
-
-
 def in_current_policy(model):
     """`model` computing in the current dtype policy: a loaded model keeps the layers and policy
     it was saved with, so a model trained in float32 would fine-tune in float32 under a bfloat16
-    run (and the other way round), and one saved by an earlier bfloat16 version would keep
-    that version's bfloat16 bias gradients. Rebuilt, same network and weights, when its layers
+    run (and the other way round). Rebuilt, same network and weights, when its layers
     compute otherwise than Conv1DNet builds them now; returned as it is when they compute the
     same or it is not this network."""
     variant = variant_of(model)
@@ -141,12 +132,10 @@ def _arithmetic(model) -> list[tuple]:
 
 
 def _activation_name(config) -> str | None:
-    """A layer config's activation by name; tanh_float32 counts as tanh."""
+    """A layer config's activation by name."""
     found = config.get("activation")
-    if isinstance(found, dict):  # a registered function: {"config": "tanh_float32", ...}
+    if isinstance(found, dict):  # a registered function: {"config": "name", ...}
         found = found.get("config")
-    if isinstance(found, str) and found.rsplit(">", 1)[-1] == "tanh_float32":
-        return "tanh"
     return found
 
 
@@ -492,7 +481,8 @@ def train(
 
 
 def load_model(path):
-    """Load a saved Conv1DNet (built-in layers only, so safe_mode works), uncompiled."""
+    """Load a saved Conv1DNet, uncompiled; safe_mode holds: its layers are Keras' own and the
+    registered MixedConv1D, no Python code is deserialized."""
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 
 

@@ -408,37 +408,6 @@ def test_bias_gradients_and_tanh_are_float32_under_bfloat16():
     assert out.dtype == tf.bfloat16 and (grad > 1e-4).all(), grad  # tanh(5), tanh(-5), tanh(1)
 
 
-def test_a_model_saved_by_an_earlier_bfloat16_version_still_loads(tmp_path):
-    """Earlier versions saved bfloat16 models with Keras' Conv1D and Dense and the activation
-    tanh_float32; such a model loads, is recognised as the network and rebuilds in float32."""
-    import distribute
-
-    with distribute.dtype_policy("mixed_bfloat16"):
-        config = Convnet.Conv1DNet().get_config()
-        mixed_dtype = next(c for c in config["layers"] if c["name"] == "conv2")["config"]["dtype"]
-        tanh = keras.saving.serialize_keras_object(Convnet.tanh_float32)
-        for layer in config["layers"]:
-            if layer["name"] in ("conv2", "conv3", "dense1", "dense2", "dense3"):
-                layer.update(module="keras.layers", registered_name=None)
-                layer["class_name"] = "Conv1D" if layer["name"].startswith("conv") else "Dense"
-                layer["config"].update(activation=tanh, dtype=mixed_dtype)
-        old = keras.Model.from_config(config)
-        assert old.get_layer("dense1").activation is Convnet.tanh_float32
-        old.save(tmp_path / "old.keras")
-    loaded = Convnet.load_model(str(tmp_path / "old.keras"))
-    assert Convnet.variant_of(loaded) == "full"
-    assert type(loaded.get_layer("conv2")) is keras.layers.Conv1D
-    rebuilt = Convnet.in_current_policy(loaded)
-    assert rebuilt.get_layer("conv2").compute_dtype == "float32"
-    for a, b in zip(rebuilt.get_weights(), loaded.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # Under bfloat16 too it is rebuilt: its bias gradients would be summed in bfloat16.
-    with distribute.dtype_policy("mixed_bfloat16"):
-        rebuilt = Convnet.in_current_policy(loaded)
-    assert type(rebuilt.get_layer("conv2")) is Convnet.MixedConv1D
-    assert rebuilt.get_layer("dense1").compute_dtype == "float32"
-
-
 def test_a_loaded_model_is_rebuilt_in_the_runs_policy():
     """A saved model keeps the dtype policy it was saved with; in_current_policy gives the same
     network and weights computing in the current one, and leaves a model already in it alone."""
