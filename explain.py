@@ -428,8 +428,8 @@ def parse_args(argv) -> argparse.Namespace:
         "around the TSS, drive the predicted log-odds of high expression, per cell (groups of "
         "test genes) and across the run's cells.",
         epilog="Writes <run>/<cell>/explain/{explain.csv,explain.png,gene-<id>.png} and "
-        "<run>/explain-marks.{csv,png}. Attribution is not causation: see the README, "
-        "'What the model looks at'.",
+        "<run>/explain-marks.{csv,png}. Attribution is not causation: see "
+        "docs/interpretation.md.",
     )
     parser.add_argument("run", help="a run folder of main.py: per-cell, --mix or --finetune")
     parser.add_argument(

@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the paper's schedule, but the learning rate warms up linearly over "
         "the first epoch's steps (from lr/steps to lr), which keeps the tanh network from "
         "stalling in its first steps; paper: the paper's schedule from the first step (with "
-        "--restarts 0 and --mixed_precision off, the paper's recipe exactly; README: What "
-        "differs)",
+        "--restarts 0 and --mixed_precision off, the paper's recipe exactly: "
+        "docs/differences.md)",
     )
     p.add_argument(
         "--restarts",
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "estimate is larger; 0 turns the check off (default: the memory "
         "available when the run starts)",
     )
-    hw = p.add_argument_group("bigger hardware (README: Bigger hardware)")
+    hw = p.add_argument_group("bigger hardware (docs/hardware.md)")
     hw.add_argument(
         "--distribute",
         default="none",
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute conv2 and conv3 in float16 or bfloat16 (their bias and tanh, the other "
         "layers and the weights stay float32); auto (or a bare --mixed_precision): bfloat16 "
         "on a CPU with AMX, where a per-cell epoch is about 2.7x faster at no AUC cost "
-        "measured (README, Speed), and on GPUs of compute capability 8.0 and up, float32 "
+        "measured (docs/speed.md), and on GPUs of compute capability 8.0 and up, float32 "
         "elsewhere; float16 is for GPUs only (refused on a machine without one); off: "
         "float32 throughout, the paper's arithmetic; the run's Devices line and args.json "
         "say which (default: auto)",

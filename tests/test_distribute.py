@@ -232,7 +232,7 @@ def tables(save):
 def test_off_reproduces_the_float32_run_byte_for_byte(precision_runs):
     import main
 
-    # auto is the default: bfloat16 costs no AUC beyond seed noise (README, Speed).
+    # auto is the default: bfloat16 costs no AUC beyond seed noise (docs/speed.md).
     assert main.parse_args([]).mixed_precision == "auto"
     assert main.parse_args(["--mixed_precision"]).mixed_precision == "auto"
     off = tables(precision_runs["off"])
