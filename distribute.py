@@ -134,19 +134,24 @@ def tf_config() -> tuple[str, int, dict]:
 
 
 def check_args(args) -> None:
-    """Checks of --distribute and --devices that need no TensorFlow; sets args.chief."""
+    """Checks of --distribute and --devices that need no TensorFlow."""
     devices = parse_devices(args.devices)
     if devices and args.distribute != "mirrored":
         raise DeviceError(
             "--devices needs --distribute mirrored (multiworker uses every local "
             "GPU: restrict them with CUDA_VISIBLE_DEVICES)"
         )
-    args.chief = True
-    if args.distribute == "multiworker":
-        kind, index, cluster = tf_config()
-        # The chief writes the results: the "chief" task if the cluster has one, else worker 0,
-        # which is also the task tf.distribute treats as chief.
-        args.chief = kind == "chief" or (index == 0 and "chief" not in cluster)
+    is_chief(args)  # a multi-worker run reads TF_CONFIG, which may be wrong
+
+
+def is_chief(args) -> bool:
+    """Whether this process writes the results: always, but under --distribute multiworker,
+    where the chief is the "chief" task if the cluster has one, else worker 0 (the task
+    tf.distribute treats as chief)."""
+    if args.distribute != "multiworker":
+        return True
+    kind, index, cluster = tf_config()
+    return kind == "chief" or (index == 0 and "chief" not in cluster)
 
 
 def workers() -> int:
@@ -162,8 +167,8 @@ def setup(args):
 
     Call right after importing TensorFlow: logical devices can only be configured, and
     MultiWorkerMirroredStrategy only created, before TensorFlow runs its first op.
-    Sets args.mixed_precision from "auto" to what it means here (auto_precision) and
-    args.precision_reason to why. Returns the tf.distribute.Strategy.
+    Returns (the tf.distribute.Strategy, the precision: --mixed_precision with "auto" made
+    what it means here (auto_precision), why auto chose it or None).
     """
     import tensorflow as tf
 
@@ -198,16 +203,14 @@ def setup(args):
     if args.jit:
         check_jit(args, strategy)
     if args.mixed_precision == "auto":
-        args.mixed_precision, args.precision_reason = auto_precision(
-            gpu_capabilities(), cpu_flags()
-        )
-    elif args.mixed_precision == "float16" and not gpu_capabilities():
+        return (strategy, *auto_precision(gpu_capabilities(), cpu_flags()))
+    if args.mixed_precision == "float16" and not gpu_capabilities():
         # CPUs have no float16 arithmetic: every op is emulated (a 2-step epoch took minutes).
         raise DeviceError(
             "--mixed_precision float16 is for GPUs: this machine has none, and on a CPU float16 "
             "is emulated, many times slower than float32; use auto, bfloat16 or off"
         )
-    return strategy
+    return strategy, args.mixed_precision, None
 
 
 def check_jit(args, strategy) -> None:

@@ -217,16 +217,18 @@ def worker_save_dir(args) -> tuple[Path, Path]:
     return save, save / table_name(args)
 
 
-def share_resume_state(args, cells: list[str], save: Path, results: Results) -> None:
+def share_resume_state(run, cells: list[str], save: Path, results: Results):
     """Under several workers, give every worker the chief's view of a resumed run (finished
-    cells, a finished mixed model), so all of them train the same models in step."""
-    if args.distribute != "multiworker" or distribute.workers() < 2:
-        return
+    cells, a finished mixed model), so all of them train the same models in step; returns the
+    run, which on a worker knows whether the chief's mixed model is finished."""
+    if run.distribute != "multiworker" or distribute.workers() < 2:
+        return run
     flags = [results.done(c) for c in cells] + [(save / "trained.json").exists()]
-    flags = distribute.chief_values(args.strategy, flags)
-    if not args.chief:
-        results.rows = {c: {"cell": c} for c, done in zip(cells, flags) if done}
-        args.chief_trained = bool(flags[-1])
+    flags = distribute.chief_values(run.strategy, flags)
+    if run.chief:
+        return run
+    results.rows = {c: {"cell": c} for c, done in zip(cells, flags) if done}
+    return dataclasses.replace(run, chief_trained=bool(flags[-1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +647,7 @@ def train_mixed(args, mix, save: Path, cells: list[str], plan: pooling.Plan):
     return (its best epoch, the attempts it took, whether it is sound). save/trained.json
     records that training finished, on what it trained, and what it left out."""
     marker = save / "trained.json"
-    if getattr(args, "chief_trained", False):  # a worker: the chief's model is finished
+    if args.chief_trained:  # a worker: the chief's model is finished
         return None, None, None
     if args.resume and marker.exists() and (save / "best_model.keras").exists():
         trained = json.loads(marker.read_text())
@@ -717,7 +719,7 @@ def run_finetune(args, cells: list[str], save: Path, results: Results) -> None:
         best_mixed, attempts_mixed, sound_mixed = train_mixed(args, mix, save, plan.pool, plan)
         del mix  # the pooled arrays are not needed for fine-tuning
         pretrained = save / "best_model.keras"
-        if getattr(args, "chief_trained", False):
+        if args.chief_trained:
             # A worker resuming with the chief: it needs the chief's pre-trained model.
             pretrained = Path(args.save_dir) / "best_model.keras"
             if not pretrained.is_file():

@@ -19,6 +19,7 @@ import math
 import sys
 from pathlib import Path
 
+import config
 import data
 import distribute
 import experiments
@@ -291,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_settings(args) -> None:
+def check_settings(args, before_resume: bool = False) -> None:
     """The checks of the settings that argparse cannot make, for the command line and for a
-    resumed run's args.json alike; fills in what one flag implies for another."""
+    resumed run's args.json alike; fills in what one flag implies for another. before_resume:
+    the flags of --resume before the run's own are adopted (what depends on them waits)."""
     for name in ("epochs", "batch_size", "finetune_epochs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -334,6 +336,8 @@ def check_settings(args) -> None:
             "--jit cannot be combined with --seed: TensorFlow's deterministic ops exclude XLA"
         )
     for name in ("pooling", "pool_split"):
+        if before_resume:
+            break
         if getattr(args, name) is not None and (not args.mix or args.weights):
             raise UsageError(
                 f"--{name} applies to training a pooled model (--mix, --finetune, --holdout_cell)"
@@ -344,9 +348,11 @@ def check_settings(args) -> None:
         raise UsageError(str(e)) from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> config.Config:
+    """The command line (and, with --resume, the run's args.json) parsed and checked into the
+    run's configuration."""
     args = build_parser().parse_args(argv)
-    check_settings(args)
+    check_settings(args, before_resume=args.resume)
     # Recorded in args.json: a run without --seed still records the seed it drew, but its
     # resumption must not turn deterministic ops on.
     args.deterministic = args.seed is not None
@@ -370,7 +376,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             n += 1
             save = base.with_name(f"{base.name}-{n}")
         args.save_dir = str(save)
-    return args
+    return config.Config.of(vars(args))
 
 
 def explicit_flags(argv) -> set[str]:
@@ -428,7 +434,7 @@ def adopt_recorded_settings(args, argv) -> None:
     command line is; refuse flags that differ."""
     save = Path(args.save_dir)
     path = save / "args.json"
-    if not args.chief and not path.exists():
+    if not distribute.is_chief(args) and not path.exists():
         return  # another machine's worker: the chief's settings arrive through TensorFlow
     try:
         recorded = json.loads(path.read_text())
@@ -528,7 +534,7 @@ def _main(argv=None) -> int:
         return 2
     import_tensorflow_quietly()
     try:
-        start_tensorflow(args)
+        args = start_tensorflow(args)
         if args.weights:
             experiments.check_weights(args, cells)  # before the save folder is made
         save, table = (
@@ -552,19 +558,19 @@ def _main(argv=None) -> int:
             flush=True,
         )
     if args.resume:
-        experiments.share_resume_state(args, cells, save, table_rows)
+        args = experiments.share_resume_state(args, cells, save, table_rows)
     code = run(args, cells, save, table_rows)
     if code == 0:
         print_summary(table_rows)
     return code
 
 
-def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
+def check_inputs(argv) -> tuple[config.Config, list[str]]:
     """Parse the flags, then read and check every chosen cell's files before TensorFlow starts,
     so bad data fails in seconds, not after hours of training, and leaves no empty save folder
     behind (the parsed arrays are cached for the run itself). Returns (args, cells)."""
     args = parse_args(argv)
-    if args.chief:
+    if distribute.is_chief(args):
         experiments.claim_save_dir(args)  # a folder in use stops a second run before all else
         if args.resume:  # a damaged results table stops it before TensorFlow starts
             save = Path(args.save_dir)
@@ -575,7 +581,6 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
     if not data_dir.is_dir():
         raise data.DataError(NO_DATA_HELP.format(data_dir=data_dir))
     cells = data.select_cells(data_dir, args.cells)
-    args.features = args.variant != "no_additional_features"
     for cell in cells:
         data.load_cell(
             data_dir / cell,
@@ -595,26 +600,35 @@ def check_inputs(argv) -> tuple[argparse.Namespace, list[str]]:
     return args, cells
 
 
-def start_tensorflow(args) -> None:
-    """Set up the devices (args.strategy), the seed every worker shares (args.seed, drawn
-    when not given) and deterministic ops; say which devices run it."""
+def start_tensorflow(cfg: config.Config) -> config.Run:
+    """Set up the devices, the seed every worker shares (drawn when not given) and
+    deterministic ops; say which devices run it. Returns the run."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    args.strategy = distribute.setup(args)  # before any other TensorFlow op
+    strategy, precision, reason = distribute.setup(cfg)  # before any other TensorFlow op
     tf.get_logger().setLevel("ERROR")  # retracing notices from predicting splits of new sizes
-    if args.seed is None:
-        args.seed = int(np.random.SeedSequence().entropy % 2**31)  # recorded, for the split
-    keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
+    seed = cfg.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**31)  # recorded, for the split
+    keras.utils.set_random_seed(seed)
+    if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    args.seed = distribute.shared_seed(args.strategy, args.seed)
+    run = config.Run(
+        cfg,
+        strategy=strategy,
+        seed=distribute.shared_seed(strategy, seed),
+        mixed_precision=precision,
+        precision_reason=reason,
+        chief=distribute.is_chief(cfg),
+    )
     print(
-        f"Devices: {distribute.describe(args, args.strategy)}; "
+        f"Devices: {distribute.describe(run, strategy)}; "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
         flush=True,
     )
+    return run
 
 
 def run(args, cells: list[str], save: Path, table_rows) -> int:
@@ -640,13 +654,7 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         if args.resume and args.chief:
             experiments.record_location(save)
         if not args.resume:  # a resumed run keeps the args.json it was started with
-            settings = {
-                k: v
-                for k, v in vars(args).items()
-                if k not in ("features", "resume", "chief", "strategy")
-            }
-            settings["cells"] = cells
-            files.write_json(save / "args.json", settings)
+            files.write_json(save / "args.json", args.record(cells))
         if not (args.weights and not args.finetune) and not (save / "model.png").exists():
             net = Convnet.Conv1DNet(variant=args.variant)
             plot_model(net, save / "model.png", title=model_title(net, args.variant))

@@ -378,23 +378,16 @@ def test_auto_precision(gpus, flags, expected):
 
 @pytest.mark.parametrize("flags, expected", [({"amx_bf16"}, "bfloat16"), (set(), "off")])
 def test_setup_resolves_auto_from_the_detected_hardware(monkeypatch, flags, expected):
-    import argparse
+    import config
 
     monkeypatch.setattr(distribute, "cpu_flags", lambda: flags)
     monkeypatch.setattr(distribute, "gpu_capabilities", lambda: [])
-    args = argparse.Namespace(
-        devices=None,
-        distribute="none",
-        batch_size=100,
-        jit=False,
-        mixed_precision="auto",
-        lr=1e-3,
-        scale_lr=False,
-    )
-    strategy = distribute.setup(args)
-    assert args.mixed_precision == expected
-    described = distribute.describe(args, strategy)
-    assert f"(auto: {args.precision_reason})" in described
+    cfg = config.Config()  # the defaults: --mixed_precision auto
+    strategy, precision, reason = distribute.setup(cfg)
+    assert precision == expected and reason and cfg.mixed_precision == "auto"
+    run = config.Run(cfg, strategy, mixed_precision=precision, precision_reason=reason)
+    described = distribute.describe(run, strategy)
+    assert f"(auto: {reason})" in described
     assert ("mixed_bfloat16" in described) == (expected == "bfloat16")
 
 

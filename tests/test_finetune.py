@@ -115,7 +115,7 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     assert list(table.test_in_pool) == [0] and list(table.test_seen) == [0]
     # The pooled gene ids and their cells, as the run builds them: none from S002.
     args = main.parse_args(["--data_dir", str(tiny_dir), "--holdout_cell", "S002"])
-    args.features, cells = True, data.list_cells(tiny_dir)
+    cells = data.list_cells(tiny_dir)
     plan = experiments.pool_plan(args, cells)
     mix = data.load_data_mix(tiny_dir, plan.pool, seed=5, tests=False, leave_out=plan.left_out)
     pooled = set(zip(mix.train.cells, mix.train.ids)) | set(zip(mix.valid.cells, mix.valid.ids))

@@ -199,7 +199,7 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
     assert_one_line_error(res, "the mixed experiment on 3 cells needs about", "--max_memory")
     assert not (tmp_path / "r").exists()
     need = data.mixed_bytes(tiny_dir, data.list_cells(tiny_dir))
-    assert need == 3 * 3 * 40 * (505 * 4 + 8 + 128)
+    assert need == 3 * 3 * 40 * (505 * 4 + 8 + 2 * 64 * 4)  # ids and cell names up to 64 chars
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,5 +548,5 @@ def test_float16_is_refused_without_a_gpu(tmp_path, monkeypatch):
     with pytest.raises(distribute.DeviceError, match="float16 is for GPUs: this machine has none"):
         distribute.setup(args)
     monkeypatch.setattr(distribute, "gpu_capabilities", lambda: [(7, 5)])
-    distribute.setup(args)  # a GPU: float16 is the user's to ask for
-    assert args.mixed_precision == "float16"
+    _, precision, reason = distribute.setup(args)  # a GPU: float16 is the user's to ask for
+    assert precision == "float16" and reason is None
