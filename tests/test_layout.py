@@ -44,5 +44,6 @@ def test_lower_modules_import_nothing_above_them():
     assert not reachable(graph, "Convnet") & {"utils", "experiments", "results", "main"}
     assert not reachable(graph, "data") & {"Convnet", "download", "utils", "results"}
     assert reachable(graph, "files") == set()
+    assert reachable(graph, "config") == set()  # the configuration knows no other module
     # No module but the command line imports it.
     assert not [m for m in MODULES if "main" in graph[m]]
