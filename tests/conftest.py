@@ -63,3 +63,21 @@ def assert_one_line_error(res, *fragments):
     assert len(lines) == 1, res.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# Module fixtures that train a model: every test that uses one is in the slow tier (it would
+# train the model itself if the slow tests before it were left out).
+SLOW_FIXTURES = {
+    "planted",
+    "per_cell_run",
+    "mix_run",
+    "finetune_run",
+    "precision_runs",
+    "round_trip",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

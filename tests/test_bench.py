@@ -15,6 +15,7 @@ import bench  # noqa: E402  (imports data only: no TensorFlow at import time)
 import stalls  # noqa: E402  (bench, data and files only: no TensorFlow at import time)
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_table_and_keeps_notes(tmp_path):
     out = tmp_path / "RESULTS.md"
     out.write_text(f"# old figures\n\n{bench.NOTES_MARK}\n\nA hand-written note.\n")
@@ -114,6 +115,7 @@ def test_stalls_refuses_flags_it_sets_and_bad_labels():
     assert stalls.noise_levels(4) == [0.6, 0.9, 1.2, 1.5]
 
 
+@pytest.mark.slow
 def test_stalls_tiny_writes_its_block_and_keeps_the_rest(tmp_path):
     out = tmp_path / "RESULTS.md"
     other = (
@@ -210,6 +212,7 @@ def test_mixed_precision_pairs_seeds_per_cell_and_over_runs(tmp_path):
     assert sum(line.startswith("| 2 | ") for line in lines) == 1  # one row per seed
 
 
+@pytest.mark.slow
 def test_mixed_precision_tiny_runs_both_precisions(tmp_path):
     out = tmp_path / "RESULTS.md"
     work = tmp_path / "work"
@@ -267,6 +270,7 @@ def test_wide_stalls_pairs_default_with_the_papers_sound_runs():
     assert "| bfloat16 | **all** | 3 | 0.800 | 0.810 | +0.0100 |" in row
 
 
+@pytest.mark.slow
 def test_wide_stalls_tiny_run(tmp_path):
     out = tmp_path / "RESULTS.md"
     res = subprocess.run(
@@ -285,6 +289,7 @@ def test_wide_stalls_tiny_run(tmp_path):
     assert rows[0].startswith("label,precision,recipe,cell,seed,test_auc,sound") and len(rows) == 3
 
 
+@pytest.mark.slow
 def test_pooled_overlap_tiny_run(tmp_path):
     out = tmp_path / "RESULTS.md"
     res = subprocess.run(

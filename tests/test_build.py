@@ -305,6 +305,7 @@ def round_trip(tmp_path_factory):
     return root, tracks, gtf, labeled, unlabeled, save, pred, res, res_build, res_pred
 
 
+@pytest.mark.slow
 def test_build_writes_the_release_format(round_trip):
     root, _, _, labeled, _, _, _, res, _, _ = round_trip
     assert "MINE: 360 of 360 genes written" in res.stdout
@@ -411,6 +412,7 @@ def test_data_py_points_to_build_py():
     assert_one_line_error(res, "python build.py --out x")
 
 
+@pytest.mark.slow
 def test_build_speed_benchmark_tiny(tmp_path):
     out = tmp_path / "RESULTS.md"
     res = run_script("bench/build_speed.py", "--tiny", "--out", out)

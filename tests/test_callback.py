@@ -42,6 +42,7 @@ def fit_frozen(train, valid, log_path, epochs=2, **callback_kwargs):
     return model, pd.read_csv(log_path)
 
 
+@pytest.mark.slow
 def test_auc_logged_equals_sklearn(tmp_path, capsys):
     rng = np.random.default_rng(1)
     train, valid = random_split(rng, 48), random_split(rng, 32)

@@ -197,6 +197,7 @@ class RateRecorder(keras.callbacks.Callback):
         self.seen.append(float(self.model.optimizer.learning_rate.numpy()))
 
 
+@pytest.mark.slow
 def test_the_warmup_schedule_step_by_step(trained):
     # The default recipe: the first epoch's 4 steps at lr/4, 2lr/4, 3lr/4, lr; then the paper's
     # lr * 0.9**epoch for every step of the later epochs.

@@ -52,6 +52,7 @@ def check_cell(folder):
     return log
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus(tiny_dir, tmp_path):
     save = tmp_path / "run"
     res = run(
@@ -149,6 +150,7 @@ def run_workers(tiny_dir, tmp_path, *args):
     return logs
 
 
+@pytest.mark.slow
 def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
     # No --seed: the workers must agree on the chief's random seed by themselves.
     logs = run_workers(tiny_dir, tmp_path, "--cells", "S001")
@@ -172,6 +174,7 @@ def test_multiworker_two_processes_only_the_chief_writes(tiny_dir, tmp_path):
     assert len(epochs[0]) == 1 and epochs[0] == epochs[1]
 
 
+@pytest.mark.slow
 def test_multiworker_resume(tiny_dir, tmp_path):
     first = run_workers(tiny_dir, tmp_path, "--cells", "S001,S002", "--seed", 4)
     chief = tmp_path / "run0"
@@ -229,6 +232,7 @@ def tables(save):
     return {n: (save / n).read_bytes() for n in names}
 
 
+@pytest.mark.slow
 def test_off_reproduces_the_float32_run_byte_for_byte(precision_runs):
     import main
 
@@ -283,6 +287,7 @@ def test_outputs_stay_float32_under_both_policies(precision_runs, name):
         assert model.predict(np.zeros((3, 505, 1), np.float32), verbose=0).dtype == np.float32
 
 
+@pytest.mark.slow
 def test_jit_compiles_with_xla(tiny_dir, tmp_path):
     save = tmp_path / "run"
     # TensorFlow says so in an INFO line once XLA has compiled a step.
@@ -329,6 +334,7 @@ def test_bad_hardware_flags_fail_at_once(tiny_dir, tmp_path, argv, env, fragment
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv,fragment",
     [

@@ -335,6 +335,7 @@ def test_a_damaged_model_is_one_line(planted):
 # The speed benchmark
 
 
+@pytest.mark.slow
 def test_speed_benchmark_tiny_writes_its_block(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     import bench

@@ -99,6 +99,7 @@ def test_freeze_conv_from_saved_weights(finetune_run, tiny_dir, tmp_path):
     assert row.best_epoch_mixed == json.loads((save / "trained.json").read_text())["best_epoch"]
 
 
+@pytest.mark.slow
 def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     out = tmp_path / "loo"
     run("--data_dir", tiny_dir, "--save_dir", out, "--holdout_cell", "S002", *SETTINGS)

@@ -149,6 +149,7 @@ def test_accepted_inputs(tmp_path):
     assert xv[0, 41 * 5 + 2, 0] == 1.0  # bin 42, H3K4me1: the largest count of its bin
 
 
+@pytest.mark.slow
 def test_foreign_truncated_and_unsafe_models(tmp_path, tiny_dir):
     import keras
 
@@ -292,6 +293,7 @@ def test_resume_reads_back_what_main_writes(tmp_path):
         results.read_table(tmp_path / "fifo.csv")
 
 
+@pytest.mark.slow
 def test_resume_of_a_malformed_table_ends_in_one_line(tmp_path, tiny_dir):
     save = tmp_path / "run"
     res = run_main(

@@ -248,6 +248,7 @@ def test_no_data_says_how_to_get_it(tmp_path):
     one_line_error(res, "zenodo", "--data_dir sample_data")
 
 
+@pytest.mark.slow
 def test_bad_data_and_bad_model_exit_2(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir / "S001", bad / "E001", ignore=shutil.ignore_patterns(".cache"))

@@ -98,6 +98,7 @@ def test_misaligned_splits_are_counted_and_left_out(misaligned):
     pooling.plan(misaligned, cells, cells, ("valid", "test"), "paper", "gene").check(misaligned)
 
 
+@pytest.mark.slow
 def test_mix_on_misaligned_cells_never_tests_a_gene_it_trained_on(misaligned, tmp_path):
     save = tmp_path / "mix"
     res = run("--data_dir", misaligned, "--save_dir", save, "--mix", "--epochs", 1,

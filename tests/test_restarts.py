@@ -363,6 +363,7 @@ def forced_run(tiny_dir, save, mode, *flags):
     return res
 
 
+@pytest.mark.slow
 def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tmp_path):
     # The guard on but never firing changes nothing: the same files as --restarts 0.
     plain = tmp_path / "plain"
@@ -403,6 +404,7 @@ def test_a_forced_stall_restarts_and_restarts_0_is_the_plain_recipe(tiny_dir, tm
     assert json.loads((cell / "training.json").read_text())["recipe"] == "default"
 
 
+@pytest.mark.slow
 def test_when_every_attempt_stalls_the_best_is_trained_to_the_end_and_not_sound(tiny_dir, tmp_path):
     save = tmp_path / "dead"
     res = forced_run(tiny_dir, save, "always", "--restarts", 1)

@@ -91,6 +91,7 @@ def start_and_stop_after_first_cell(tiny_dir, save, sig):
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"]
 )
@@ -124,6 +125,7 @@ def test_stop_then_resume_equals_uninterrupted(six_cells, tmp_path, reference, s
     assert not [p for p in save.rglob(".*") if p.is_file()]  # no temporaries left behind
 
 
+@pytest.mark.slow
 def test_resume_refusals(six_cells, tmp_path, reference):
     tiny_dir = six_cells
     res = run("--save_dir", reference, "--resume", "--epochs", 2, "--lr", 0.01, check=False)
@@ -143,6 +145,7 @@ def test_resume_refusals(six_cells, tmp_path, reference):
     assert (reference / "output.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_mixed_runs_are_reproducible_and_resume_keeps_the_trained_model(tiny_dir, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     run("--data_dir", tiny_dir, "--save_dir", first, "--mix", *SETTINGS)
@@ -174,6 +177,7 @@ sys.exit(main.main({argv!r}))
 """
 
 
+@pytest.mark.slow
 def test_full_disk_stops_cleanly_and_keeps_earlier_results(six_cells, tmp_path, reference):
     save = tmp_path / "run"
     argv = [str(a) for a in ["--data_dir", six_cells, "--save_dir", save, *SETTINGS]]
@@ -193,6 +197,7 @@ def test_full_disk_stops_cleanly_and_keeps_earlier_results(six_cells, tmp_path, 
     assert (save / "output.csv").read_bytes() == (reference / "output.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_full_disk_before_any_cell_finished_says_so(six_cells, tmp_path):
     save = tmp_path / "run"
     argv = [str(a) for a in ["--data_dir", six_cells, "--save_dir", save, *SETTINGS]]
@@ -208,6 +213,7 @@ def test_full_disk_before_any_cell_finished_says_so(six_cells, tmp_path):
     assert not (save / "output.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_moved_run_resumes_and_records_where_it_now_lives(reference, tmp_path):
     import shutil
 
@@ -247,6 +253,7 @@ def test_a_stop_request_waits_for_a_batch_and_a_second_one_stops_at_once(capfd):
     StopRequest().callback().on_train_batch_begin(0)  # no request: nothing happens
 
 
+@pytest.mark.slow
 def test_a_run_from_before_restarts_resumes_without_them(reference, tmp_path):
     import shutil
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import data
 from conftest import ROOT, assert_one_line_error
@@ -20,6 +21,7 @@ def run_main(*args, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_and_touches_nothing(tiny_dir, tmp_path):
     save = tmp_path / "run"
     first = subprocess.Popen(
@@ -73,6 +75,7 @@ sys.exit(main.main({argv!r}))
 """
 
 
+@pytest.mark.slow
 def test_a_cell_whose_training_diverges_stops_the_run_in_one_line(tiny_dir, tmp_path):
     save = tmp_path / "run"
     argv = [str(a) for a in ["--data_dir", tiny_dir, "--save_dir", save, "--epochs", 2]]
@@ -91,6 +94,7 @@ def test_a_cell_whose_training_diverges_stops_the_run_in_one_line(tiny_dir, tmp_
     assert not (save / "S002" / "final_model.keras").exists()
 
 
+@pytest.mark.slow
 def test_a_foreign_model_is_refused_and_leaves_no_save_folder(tiny_dir, tmp_path):
     import keras
 

@@ -432,6 +432,7 @@ def test_model_picture_shows_each_layers_output_shape(tmp_path):
     assert utils.plot_model(model, tmp_path / "auto.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_images_command_reruns_the_example_and_draws_all_three(tmp_path):
     """The README's one command, on a tiny example: 2 cells, 20 genes, 1 epoch."""
     res = run_utils(
