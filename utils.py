@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 
 import data  # noqa: E402
 import files  # noqa: E402
+import synth  # noqa: E402
 from results import (  # noqa: E402
     BASELINE_LABELS,
     BASELINES,
@@ -874,7 +875,7 @@ def rerun_example(
     Models and logs stay in ``work``."""
     cells = list(read_baselines().index[:n_cells])
     data_dir = work / "data"
-    data.synthesize(data_dir, names=cells, n_genes=genes, seed=seed)
+    synth.synthesize(data_dir, names=cells, n_genes=genes, seed=seed)
     runs = []
     for name, extra, n_epochs, table in (
         ("percell", [], epochs, "output.csv"),

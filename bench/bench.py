@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 import files  # noqa: E402
+import synth  # noqa: E402
 
 NOTES_MARK = "<!-- notes below are written by hand and kept when bench.py rewrites this file -->"
 FULL_GENES = (6601, 6601, 6600)  # train, valid, test genes of a real cell
@@ -162,7 +163,7 @@ def machine() -> str:
 
 def make_cell(out: Path, name: str, genes: tuple, seed: int) -> Path:
     """Generate one cell with genes = (train, valid, test) genes; returns its folder."""
-    data.synthesize(out, n_genes=max(genes), seed=seed, names=[name])
+    synth.synthesize(out, n_genes=max(genes), seed=seed, names=[name])
     cls = out / name / "classification"
     for split, n in zip(data.SPLITS, genes):
         if n < max(genes):  # the real test split has one gene fewer: cut whole genes off

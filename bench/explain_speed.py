@@ -3,7 +3,7 @@
     python bench/explain_speed.py            # 6,600 test genes: about 2 to 4 minutes on 2 cores
     python bench/explain_speed.py --tiny     # 60 genes: seconds, for the tests only
 
-One cell is generated (data.synthesize, seed 0, 6,601 genes per split, the test split cut to
+One cell is generated (synth.synthesize, seed 0, 6,601 genes per split, the test split cut to
 6,600 as in the real data) and its test split loaded; the network is a fresh, untrained
 Conv1DNet (seed 0): the time of a gradient does not depend on the weights' values, so no
 training is needed to time it. Timed, after a warm-up on a few genes (tracing): the default

@@ -7,7 +7,7 @@ precisions from the same seeds, its test AUC on each cell paired, written into b
     python bench/mixed_precision.py --tiny     # 2 cells x 40 genes, 2 seeds, 1 epoch: for the
                                                # tests only, its figures mean nothing
 
-The cells are the stall benchmark's (bench/stalls.py: data.synthesize with data seed 0, noise
+The cells are the stall benchmark's (bench/stalls.py: synth.synthesize with data seed 0, noise
 evenly from 0.6 to 1.5), smaller: pooled, their train and valid splits make 8,400 training
 genes, about one full-size cell. For every seed, one run per precision, one after the other,
 each in its own process:

@@ -1,11 +1,11 @@
-"""Generated cells unlike data.synthesize's, for the wide stall benchmark (bench/wide_stalls.py).
+"""Generated cells unlike synth.synthesize's, for the wide stall benchmark (bench/wide_stalls.py).
 
-data.synthesize makes every cell from one model (negative-binomial counts around smooth mark
+synth.synthesize makes every cell from one model (negative-binomial counts around smooth mark
 profiles, bivalent genes, neighbour promoters), so a recipe tuned on its cells may be tuned to
 that model. This module is a second, independent generator with other statistics, in the real
 on-disk format (data.py reads its cells like any other):
 
-- a gene's latent expression is logistic-distributed (heavier tails than data.synthesize's
+- a gene's latent expression is logistic-distributed (heavier tails than synth.synthesize's
   normal), and the label is the cell's median split of it;
 - each mark's reads per bin are Poisson around ``background`` (reads in every bin of every
   mark, as in a deeply sequenced input-rich cell) plus ``depth`` times a mark profile whose

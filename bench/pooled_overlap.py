@@ -4,7 +4,7 @@ default (--pooling held_out) on cells that share one gene set, written into benc
     python bench/pooled_overlap.py --work W            # 4 cells x 1,000 genes a split, seeds 0-2
     python bench/pooled_overlap.py --tiny              # for the tests only
 
-Data: data.synthesize's cells (one gene set, one split for all cells: "aligned"), and a copy
+Data: synth.synthesize's cells (one gene set, one split for all cells: "aligned"), and a copy
 in which half of the genes (the same half in every cell) are dealt again among the three splits
 of each cell, by a random draw of its own ("misaligned"): a gene of that half tested in one cell
 is, in most other cells, in train or valid. The other half keeps the shared split, so its test
@@ -45,20 +45,21 @@ import bench  # noqa: E402
 import data  # noqa: E402
 import pooling  # noqa: E402
 import stalls  # noqa: E402
+import synth  # noqa: E402
 
 SCRIPT = "pooled_overlap.py"
 POOLINGS = ("paper", "held_out")
 
 
 def make_data(work: Path, cells: int, genes: int, seed: int = 0) -> tuple[Path, Path]:
-    """work/aligned (data.synthesize) and work/misaligned (half the genes dealt again per
+    """work/aligned (synth.synthesize) and work/misaligned (half the genes dealt again per
     cell), made once."""
     aligned, misaligned = work / "aligned", work / "misaligned"
     if (misaligned / "done.json").is_file():
         return aligned, misaligned
     shutil.rmtree(aligned, ignore_errors=True)
     shutil.rmtree(misaligned, ignore_errors=True)
-    names = data.synthesize(aligned, n_cells=cells, n_genes=genes, seed=seed)
+    names = synth.synthesize(aligned, n_cells=cells, n_genes=genes, seed=seed)
     rng = np.random.default_rng(seed + 1)
     for name in names:
         src = data.classification_dir(aligned / name)
@@ -154,7 +155,7 @@ def report(args, aligned, misaligned, cells, seeds, wall) -> list[str]:
         f"Command: `python bench/pooled_overlap.py --work W --cells {args.cells} --genes "
         f"{args.genes} --epochs {args.epochs} --seeds {args.seeds}`, "
         f"{time.strftime('%Y-%m-%d %H:%M')} ({wall / 60:.0f} min of training in this part). "
-        f"{args.cells} cells of data.synthesize, {args.genes:,} genes a split; each run "
+        f"{args.cells} cells of synth.synthesize, {args.genes:,} genes a split; each run "
         f"`python main.py --data_dir DATA --mix --seed SEED --epochs {args.epochs} "
         "--pooling {paper,held_out}`, otherwise the defaults (bfloat16 where the CPU has "
         "AMX). Misaligned: half of the genes dealt again among each cell's splits "

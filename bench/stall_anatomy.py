@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
+import synth  # noqa: E402
 
 TANH_LAYERS = ("conv1", "conv2", "conv3", "dense1", "dense2", "dense3")
 KERNELS = ("conv1", "conv2", "conv3", "dense1", "dense2", "dense3", "output")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     tf.get_logger().setLevel("ERROR")
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        data.synthesize(tmp, n_genes=args.genes, seed=0, names=["S001"], noise=args.noise)
+        synth.synthesize(tmp, n_genes=args.genes, seed=0, names=["S001"], noise=args.noise)
         cell = data.load_cell(Path(tmp) / "S001", cache=False)
     report = [
         f"Cell: generated, {args.genes} genes per split, noise {args.noise}, data seed 0; "

@@ -12,7 +12,7 @@ into bench/RESULTS.md.
     python bench/stalls.py --extra "--mixed_precision bfloat16" --label bf16 \
         --paired "restarts (default)"           # test AUC paired with another label's runs
 
-The cells are generated (data.synthesize, data seed 0) in the real on-disk format, at full
+The cells are generated (synth.synthesize, data seed 0) in the real on-disk format, at full
 size 6,601 / 6,601 / 6,600 genes per split, and differ in signal strength only: ``noise``, the
 standard deviation of the noise between a gene's expression and what its marks see, goes
 evenly from 0.6 (easy) to 1.5 (hard) over the cells (one cell: 0.9, the generator's default).
@@ -86,6 +86,7 @@ import bench  # noqa: E402  (imports data only: no TensorFlow at import time)
 import data  # noqa: E402
 import files  # noqa: E402
 import restarts  # noqa: E402  (numpy only)
+import synth  # noqa: E402
 
 # The thresholds are those main.py's restarts use (restarts.py): LEARNED, val_auc at or above
 # it: learned, below it: near chance; restarts.one_class, val_accuracy within MAJORITY_TOL of
@@ -241,7 +242,7 @@ def make_cells(out: Path, noises: list[float], genes: tuple) -> list[str]:
     """Generate one cell per noise value, genes = (train, valid, test) per cell; returns the
     cell names (S001, S002, ...)."""
     names = [f"S{i + 1:03d}" for i in range(len(noises))]
-    data.synthesize(out, n_genes=max(genes), seed=DATA_SEED, names=names, noise=noises)
+    synth.synthesize(out, n_genes=max(genes), seed=DATA_SEED, names=names, noise=noises)
     for name in names:
         for split, n in zip(data.SPLITS, genes):
             if n < max(genes):  # the real test split has one gene fewer: cut whole genes off
@@ -481,7 +482,7 @@ def report(
         f"--epochs {size.epochs}{extra_text}` (otherwise the defaults: the paper's tanh "
         "network, batch 100, Adam at 0.001 decayed 0.9 per epoch, the best epoch by "
         f"val_accuracy tested), {seeds}. Data: {len(names)} generated "
-        f"cell{'s' if len(names) > 1 else ''} of {genes} genes (data.synthesize, seed {DATA_SEED}) that differ only in "
+        f"cell{'s' if len(names) > 1 else ''} of {genes} genes (synth.synthesize, seed {DATA_SEED}) that differ only in "
         "`noise`, the standard deviation of the noise between a gene's expression and what "
         "its marks see (larger is harder).",
         "",

@@ -7,7 +7,7 @@ the project's own generator's, in float32 and bfloat16, written into bench/RESUL
     python bench/wide_stalls.py --work W --seeds 100-105 --label "fresh seeds"   # confirmation
     python bench/wide_stalls.py --tiny                                  # for the tests only
 
-The cells come from bench/other_cells.py (a generator independent of data.synthesize; WIDE:
+The cells come from bench/other_cells.py (a generator independent of synth.synthesize; WIDE:
 reads in nearly every bin, very sparse, weak, ordinary, and two of 2,000 genes a split). Each
 run is the per-cell experiment end to end in its own process, with the defaults but for:
 
@@ -298,7 +298,7 @@ def report(label, command, results, specs, base, planned, wall) -> list[str]:
         "Each run: `python main.py --data_dir DATA --cells CELL --seed SEED --save_dir RUN "
         "--epochs 20 --recipe RECIPE --mixed_precision {bfloat16,off}`, otherwise the "
         f"defaults (--restarts {restarts.DEFAULT_RESTARTS}). Cells: bench/other_cells.py "
-        "(a second generator, unlike data.synthesize). LR AUC: a logistic regression on the "
+        "(a second generator, unlike synth.synthesize). LR AUC: a logistic regression on the "
         "same 505 features. Definitions: bench/wide_stalls.py's docstring.",
         "",
         *summary_table(results, specs, base),

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import data  # noqa: E402
+import synth  # noqa: E402
 
 
 def write_split(path: Path, rows: list[str] | str) -> Path:
@@ -34,7 +34,7 @@ def gene_rows(gene_id: str, counts, label: int = 1) -> list[str]:
 def tiny_dir(tmp_path_factory) -> Path:
     """A generated data_dir: 3 cells x 3 splits x 40 genes (read-only by convention)."""
     out = tmp_path_factory.mktemp("tiny")
-    data.synthesize(out, n_cells=3, n_genes=40, seed=7)
+    synth.synthesize(out, n_cells=3, n_genes=40, seed=7)
     return out
 
 

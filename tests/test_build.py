@@ -10,6 +10,7 @@ import pytest
 
 import build
 import data
+import synth
 from conftest import assert_one_line_error, run_script
 
 MARKS = data.MARKS
@@ -384,7 +385,7 @@ def test_bad_inputs_get_one_line(round_trip, tmp_path):
     assert_one_line_error(res, str(dup), "duplicate gene id", "GENE0001.1")
     # An annotation none of whose genes is in --split_like.
     other = tmp_path / "other"
-    data.synthesize(other, n_cells=1, n_genes=5, seed=0)
+    synth.synthesize(other, n_cells=1, n_genes=5, seed=0)
     res = run_script("build.py", *build_args(out, tracks, gtf, "MINE", "--split_like", other))
     assert_one_line_error(res, "--split_like", "GENE")
     assert not out.exists() or not any(out.iterdir())
@@ -407,9 +408,9 @@ def test_predict_needs_weights_and_a_folder(tmp_path):
     assert_one_line_error(res, "--predict", "no such folder")
 
 
-def test_data_py_points_to_build_py():
+def test_data_py_points_to_the_commands():
     res = run_script("data.py", "build", "--out", "x")
-    assert_one_line_error(res, "python build.py --out x")
+    assert_one_line_error(res, "data.py is a library", "python synth.py", "python build.py")
 
 
 @pytest.mark.slow

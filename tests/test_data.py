@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import data
+import synth
 from conftest import ROOT, gene_rows, write_split
 
 
@@ -89,9 +90,9 @@ def test_synthetic_data_reads_back(tiny_dir):
 
 
 def test_synthetic_is_seeded(tmp_path):
-    data.synthesize(tmp_path / "a", 1, 5, seed=3)
-    data.synthesize(tmp_path / "b", 1, 5, seed=3)
-    data.synthesize(tmp_path / "c", 1, 5, seed=4)
+    synth.synthesize(tmp_path / "a", 1, 5, seed=3)
+    synth.synthesize(tmp_path / "b", 1, 5, seed=3)
+    synth.synthesize(tmp_path / "c", 1, 5, seed=4)
     a, b, c = ((tmp_path / d / "S001/classification/train.csv").read_bytes() for d in "abc")
     assert a == b and a != c
 
@@ -99,7 +100,7 @@ def test_synthetic_is_seeded(tmp_path):
 def test_synthetic_noise_option(tmp_path):
     # The default is the former hard-coded 0.9, to the byte; one value or one per cell.
     def files(folder, **kw):
-        data.synthesize(tmp_path / folder, 2, 5, seed=3, **kw)
+        synth.synthesize(tmp_path / folder, 2, 5, seed=3, **kw)
         return [p.read_bytes() for p in sorted((tmp_path / folder).rglob("*.csv"))]
 
     default = files("default")
@@ -108,14 +109,14 @@ def test_synthetic_noise_option(tmp_path):
     assert mixed[:3] == default[:3] and mixed[3:] != default[3:]  # only S002 changed
     for bad in ([0.9], -1.0, float("nan")):
         with pytest.raises(ValueError, match="noise"):
-            data.synthesize(tmp_path / "bad", 2, 5, seed=3, noise=bad)
+            synth.synthesize(tmp_path / "bad", 2, 5, seed=3, noise=bad)
 
 
 def test_synthetic_is_learnable_but_not_trivial(tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    data.synthesize(tmp_path, 1, 600, seed=11)
+    synth.synthesize(tmp_path, 1, 600, seed=11)
     cell = data.load_cell(tmp_path / "S001")
     lr = LogisticRegression(max_iter=2000).fit(cell.train.x[:, :, 0], cell.train.labels)
     auc = roc_auc_score(cell.test.labels, lr.predict_proba(cell.test.x[:, :, 0])[:, 1])
@@ -288,8 +289,7 @@ def test_synth_command_line(tmp_path):
     res = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "data.py"),
-            "synth",
+            str(ROOT / "synth.py"),
             "--out",
             str(out),
             "--cells",

@@ -20,6 +20,7 @@ import pytest
 
 import data
 import download
+import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "2652278"
@@ -141,7 +142,7 @@ def zenodo():
 def cells_src(tmp_path_factory) -> Path:
     """Two generated cells (S001, S002) in the real format."""
     out = tmp_path_factory.mktemp("src")
-    data.synthesize(out, n_cells=2, n_genes=6, seed=3)
+    synth.synthesize(out, n_cells=2, n_genes=6, seed=3)
     return out
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import data
 import results
+import synth
 from conftest import ROOT, assert_one_line_error, gene_rows, write_split
 
 RNG = np.random.default_rng(5)
@@ -428,19 +429,19 @@ def run_script_(script, *args):
     ],
 )
 def test_synth_refuses_what_cannot_fit(tmp_path, cells, genes, fragment):
-    res = run_script_("data.py", "synth", "--out", tmp_path / "d", "--cells", cells,
+    res = run_script_("synth.py", "--out", tmp_path / "d", "--cells", cells,
                       "--genes", genes)  # fmt: skip
     assert_one_line_error(res, str(tmp_path / "d"), fragment)
     assert not (tmp_path / "d").exists()
 
 
 def test_synth_does_not_replace_cells_unless_asked(tmp_path):
-    data.synthesize(tmp_path, n_cells=1, n_genes=12, seed=0)
+    synth.synthesize(tmp_path, n_cells=1, n_genes=12, seed=0)
     before = (tmp_path / "S001/classification/train.csv").read_bytes()
-    res = run_script_("data.py", "synth", "--out", tmp_path, "--cells", 1, "--genes", 10)
+    res = run_script_("synth.py", "--out", tmp_path, "--cells", 1, "--genes", 10)
     assert_one_line_error(res, "already holds S001", "--overwrite")
     assert (tmp_path / "S001/classification/train.csv").read_bytes() == before
-    res = run_script_("data.py", "synth", "--out", tmp_path, "--cells", 1, "--genes", 10,
+    res = run_script_("synth.py", "--out", tmp_path, "--cells", 1, "--genes", 10,
                       "--overwrite")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert len(data.load_cell(tmp_path / "S001").train.ids) == 10

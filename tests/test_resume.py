@@ -55,10 +55,10 @@ def assert_files_whole(save):
 @pytest.fixture(scope="module")
 def six_cells(tmp_path_factory):
     """Six tiny cells: a signal sent after the first cell always lands before the last."""
-    import data
+    import synth
 
     out = tmp_path_factory.mktemp("six")
-    data.synthesize(out, n_cells=6, n_genes=40, seed=7)
+    synth.synthesize(out, n_cells=6, n_genes=40, seed=7)
     return out
 
 

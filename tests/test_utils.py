@@ -12,6 +12,7 @@ import pytest
 
 import data
 import results
+import synth
 import utils
 from conftest import ROOT, run_script
 
@@ -354,7 +355,7 @@ def test_typical_genes_picks_the_gene_nearest_its_class_mean():
 
 
 def test_data_picture_from_generated_data(tmp_path, capsys):
-    data.synthesize(tmp_path / "d", names=["E003"], n_genes=30, seed=2)
+    synth.synthesize(tmp_path / "d", names=["E003"], n_genes=30, seed=2)
     png, high, low = utils.plot_data(tmp_path / "d", tmp_path / "data.png")
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 30_000
     counts, labels, ids = data._parse_split(tmp_path / "d/E003/classification/test.csv")
