@@ -270,18 +270,23 @@ def test_wide_stalls_pairs_default_with_the_papers_sound_runs():
     assert "| bfloat16 | **all** | 3 | 0.800 | 0.810 | +0.0100 |" in row
 
 
-@pytest.mark.slow
-def test_wide_stalls_tiny_run(tmp_path):
+def tiny_block(script: str, tmp_path) -> str:
+    """Run bench/SCRIPT --tiny into tmp_path/RESULTS.md; its text."""
     out = tmp_path / "RESULTS.md"
     res = subprocess.run(
-        [sys.executable, "bench/wide_stalls.py", "--tiny", "--out", str(out)],
+        [sys.executable, f"bench/{script}", "--tiny", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    block = out.read_text()
+    return out.read_text()
+
+
+@pytest.mark.slow
+def test_wide_stalls_tiny_run(tmp_path):
+    block = tiny_block("wide_stalls.py", tmp_path)
     assert "<!-- wide_stalls.py: default against paper begin -->" in block
     for recipe in ("default", "paper"):
         assert re.search(rf"^\| float32 \| {recipe} \| W5 \| .+ \| 0\.\d{{3}} \| 1 \|", block, re.M)
@@ -291,16 +296,7 @@ def test_wide_stalls_tiny_run(tmp_path):
 
 @pytest.mark.slow
 def test_pooled_overlap_tiny_run(tmp_path):
-    out = tmp_path / "RESULTS.md"
-    res = subprocess.run(
-        [sys.executable, "bench/pooled_overlap.py", "--tiny", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    block = out.read_text()
+    block = tiny_block("pooled_overlap.py", tmp_path)
     assert "<!-- pooled_overlap.py: misaligned split begin -->" in block
     # One split for all cells: the default pools what the paper pools, to the byte.
     assert "every predictions.csv identical: **yes**" in block
