@@ -11,6 +11,7 @@ import importlib.util
 import math
 import os
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from keras import layers
 import data
 import files
 import restarts
+from config import ExperimentError
 from roc_auc_callback import RocAucCallback, TrainingAuc, accuracy, high_probability, roc_auc
 
 VARIANTS = data.VARIANTS
@@ -484,6 +486,37 @@ def load_model(path):
     """Load a saved Conv1DNet, uncompiled; safe_mode holds: its layers are Keras' own and the
     registered MixedConv1D, no Python code is deserialized."""
     return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def load_checked(path):
+    """A saved Conv1DNet, its layers checked against the network's variants; any other file or
+    model is refused with one line saying what was found."""
+    import zipfile
+
+    path = Path(path)
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise ExperimentError(
+            f"{path}: cannot load as a Keras model: "
+            f"{'an empty file' if not size else 'not a zip archive, so truncated or damaged'} "
+            "(a .keras file is a zip archive)"
+        )
+    try:
+        model = load_model(str(path))
+    except Exception as e:  # Keras raises many types for a bad or foreign file
+        raise ExperimentError(
+            f"{path}: cannot load as a Keras model "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
+    if variant_of(model) is None:
+        found = " > ".join(describe_layers(model))
+        if len(found) > 160:
+            found = found[:157] + "..."
+        raise ExperimentError(
+            f"{path}: not this project's network (Conv1DNet, any of {', '.join(data.VARIANTS)}); "
+            f"its layers: {found}"
+        )
+    return model
 
 
 def predict_proba(model, x, batch_size=1000):

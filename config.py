@@ -26,6 +26,11 @@ from typing import Any
 NO_ADDITIONAL_FEATURES = "no_additional_features"
 
 
+class ExperimentError(Exception):
+    """A run that cannot go on as asked (a bad saved model, a cell left without data, a save
+    folder that cannot be written, too little memory); said in one line, exit status 2."""
+
+
 @dataclass(frozen=True)
 class Config:
     """main.py's flags (README and ``python main.py -h`` for each), in the flags' order; the

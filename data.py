@@ -12,8 +12,8 @@ every bin divided by its largest mark, flattened bin-major, followed by the five
 that matrix divided by their largest value. The model sees it as a ``(505, 1)`` sequence.
 
 A library, not a command: generating cells is synth.py's job, getting the real data (Zenodo)
-download.py's, building cells from your own histone tracks build.py's; the network and its
-training are Convnet.py's.
+download.py's, building cells from your own histone tracks build.py's; pooling cells for the
+mixed experiments is pooling.py's; the network and its training are Convnet.py's.
 """
 
 from __future__ import annotations
@@ -74,15 +74,6 @@ class Cell:
     train: Split
     valid: Split
     test: Split
-
-
-@dataclass
-class MixedData:
-    """The mixed experiment: pooled train/valid of all cells, and each cell's own test split."""
-
-    train: Split
-    valid: Split
-    tests: dict[str, Split]
 
 
 def input_length(additional_features: bool = True) -> int:
@@ -319,6 +310,12 @@ def _parse_split(path: Path, unlabeled_ok: bool = False):
     built without expression values: an error unless unlabeled_ok); ids str (n_genes,)).
     Raises DataError naming the file, and the line or gene, of the first problem found.
     """
+    return _check_split(path, _read_split(path), unlabeled_ok)
+
+
+def _read_split(path: Path):
+    """One split file read as a pyarrow table of COLUMNS: a missing, unreadable, empty or
+    malformed file raises DataError naming it (and the line, where the CSV is broken)."""
     import pyarrow as pa
 
     problem = _split_file_problem(path)
@@ -334,11 +331,11 @@ def _parse_split(path: Path, unlabeled_ok: bool = False):
         raise DataError(f"{path}: empty file")
     try:
         try:
-            table = _read_table(path)
+            return _read_table(path)
         except pa.ArrowInvalid:
             # Counts written as decimals ("4.0") are allowed: parse them as floats. A file
             # broken in another way fails again below and is diagnosed.
-            table = _read_table(path, integer_counts=False)
+            return _read_table(path, integer_counts=False)
     except PermissionError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
     except pa.ArrowInvalid as e:
@@ -348,6 +345,11 @@ def _parse_split(path: Path, unlabeled_ok: bool = False):
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e}") from None
 
+
+def _check_split(path: Path, table, unlabeled_ok: bool):
+    """The values and the layout of a split's table checked (no gap, counts finite and not
+    negative, labels 0 or 1 and one per gene, 100 bins in order per gene, no gene twice) and
+    turned into _parse_split's arrays; DataError names the line of the first problem."""
     n_rows = table.num_rows
     if n_rows == 0:
         raise DataError(f"{path}: empty file")
@@ -595,7 +597,7 @@ def load_data(cell_dir: str | os.PathLike, additional_features: bool = True, cac
     return tuple((s.x, s.y) for s in (cell.train, cell.valid, cell.test))
 
 
-def _split_size(path: Path, additional_features: bool, cache: bool) -> int:
+def split_size(path: Path, additional_features: bool, cache: bool) -> int:
     """Genes in a split, reading only the cached labels when a valid cache exists."""
     if cache:
         cache_file = _cache_path(path, additional_features)
@@ -617,127 +619,6 @@ def split_ids(
         if hit is not None:
             return hit["ids"]
     return load_split(path, additional_features, cache).ids
-
-
-def load_data_mix(
-    data_dir: str | os.PathLike,
-    cells: str | list[str] | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.3,
-    additional_features: bool = True,
-    cache: bool = True,
-    tests: bool = True,
-    leave_out=None,
-    by_gene: bool = False,
-) -> MixedData:
-    """The mixed experiment's data.
-
-    The train and valid splits of all (or the chosen) cells are pooled, shuffled with ``seed``
-    and split ``1 - val_fraction`` / ``val_fraction`` into train/validation; each cell's OWN
-    test split is kept apart in ``tests`` (cell -> Split), sorted by cell; ``tests=False``
-    leaves it empty (pre-training, where each cell's test split is read later).
-
-    leave_out: gene ids whose rows (from every cell) stay out of the pool. by_gene: split the
-    pool by gene (every row of a gene on one side, the genes shuffled and cut where the rows
-    come closest to the fraction) instead of by row as the paper does; without leave_out and
-    by_gene the pool is the paper's, row for row.
-
-    Memory: the pooled arrays are allocated once and each cell's rows are written straight to
-    their shuffled positions, so the peak is the pooled arrays plus one cell, not two copies.
-    """
-    data_dir = Path(data_dir)
-    names = select_cells(data_dir, cells)
-    parts = [
-        (c, classification_dir(data_dir / c) / f"{s}.csv")
-        for c in names
-        for s in ("train", "valid")
-    ]
-    ids = [split_ids(p, additional_features, cache) for _, p in parts]
-    gone = np.asarray([] if leave_out is None else list(leave_out), dtype=str)
-    keeps = [~np.isin(i, gone) for i in ids]
-    sizes = [int(k.sum()) for k in keeps]
-    kept = np.concatenate([i[k] for i, k in zip(ids, keeps)])
-    total = int(sum(sizes))
-    rng = np.random.default_rng(seed)
-    position = np.empty(total, dtype=np.int64)
-    if by_gene:
-        # Whole genes to each side: shuffle the genes, then cut where the training rows come
-        # closest to their share; each side's rows are shuffled in turn.
-        genes, gene_of_row, rows = np.unique(kept, return_inverse=True, return_counts=True)
-        shuffled = rng.permutation(len(genes))
-        middle = np.cumsum(rows[shuffled]) - rows[shuffled] / 2
-        to_train = np.empty(len(genes), dtype=bool)
-        to_train[shuffled] = middle < total * (1.0 - val_fraction)
-        side = to_train[gene_of_row]
-        n_train = int(side.sum())
-        key = rng.permutation(total)
-        for rows_of, offset in ((np.flatnonzero(side), 0), (np.flatnonzero(~side), n_train)):
-            position[rows_of[np.argsort(key[rows_of])]] = offset + np.arange(len(rows_of))
-    else:
-        n_train = int(round(total * (1.0 - val_fraction)))
-        order = rng.permutation(total)
-        position[order] = np.arange(total)  # global row g goes to shuffled slot position[g]
-    if min(n_train, total - n_train) < 1:
-        raise DataError(
-            f"{data_dir}: {total} pooled genes from {len(names)} cells cannot be split into "
-            "training and validation"
-        )
-
-    length = input_length(additional_features)
-    # Gene ids are compared whole: the array is as wide as the longest, never cut.
-    width = int(np.char.str_len(kept).max()) if len(kept) else 1
-
-    def empty(n):
-        return Split(
-            np.empty((n, length, 1), np.float32),
-            np.empty((n, 2), np.float32),
-            np.empty(n, dtype=f"<U{width}"),
-            np.empty(n, dtype=f"<U{max(len(c) for c in names)}"),
-        )
-
-    pooled = (empty(n_train), empty(total - n_train))
-    start = 0
-    for (cell, path), n, keep in zip(parts, sizes, keeps):
-        split = load_split(path, additional_features, cache)
-        if len(split.ids) != len(keep):
-            raise DataError(f"{path}: changed while loading")
-        if not keep.all():
-            split = Split(split.x[keep], split.y[keep], split.ids[keep])
-        slots = position[start : start + n]
-        start += n
-        for dest, sel, offset in (
-            (pooled[0], slots < n_train, 0),
-            (pooled[1], slots >= n_train, n_train),
-        ):
-            at = slots[sel] - offset
-            dest.x[at] = split.x[sel]
-            dest.y[at] = split.y[sel]
-            dest.ids[at] = split.ids[sel]
-            dest.cells[at] = cell
-        del split
-    tests = {
-        c: load_split(classification_dir(data_dir / c) / "test.csv", additional_features, cache)
-        for c in (names if tests else [])
-    }
-    return MixedData(pooled[0], pooled[1], tests)
-
-
-def mixed_bytes(
-    data_dir: str | os.PathLike,
-    cells: list[str],
-    additional_features: bool = True,
-    cache: bool = True,
-) -> int:
-    """Bytes of the arrays `load_data_mix` builds for these cells (x float32, y float32, ids
-    and cell names as text of up to 64 characters), from the genes per split; cheap once the
-    splits are cached."""
-    data_dir = Path(data_dir)
-    genes = sum(
-        _split_size(classification_dir(data_dir / c) / f"{s}.csv", additional_features, cache)
-        for c in cells
-        for s in SPLITS
-    )
-    return genes * (input_length(additional_features) * 4 + 2 * 4 + 2 * 64 * 4)
 
 
 def run_command(main) -> None:

@@ -7,29 +7,6 @@ Command line::
     python explain.py logs/RUN --cells E003,E005 --genes 000003,000017
     python explain.py logs/RUN --method saliency       # gradient x input: fast, rougher
 
-What is attributed: the log-odds of high expression, z1 - z0, the difference of the output
-layer's two logits (before its softmax), which is exactly log(p1 / p0) for the class-1
-probability p1 the results report. Not p1 itself: the softmax saturates (p1 close to 0 or 1 for
-a confident gene), so the gradients of p1 vanish precisely for the genes the model is surest
-about and their maps fade; log-odds do not saturate, add up along the network's last layer, and
-p1 = 1 / (1 + exp(-(z1 - z0))) still reads them as probabilities.
-
-Methods (``attributions``):
-
-- integrated_gradients (default; Sundararajan et al., 2017): attribution_i = x_i * the integral
-  over alpha from 0 to 1 of dF/dx_i at alpha * x, on the straight path from the baseline,
-  computed by Gauss-Legendre quadrature with ``steps`` nodes (the weighted sum of the gradients
-  at those points). On a full-size trained model and 300 test genes, 16 nodes left a largest
-  completeness gap of 0.049 log-odds (mean 0.004), where the midpoint rule with 16 points left
-  0.56 (mean 0.10) and with 32 points 0.17: the path crosses the tanh units' steep
-  transitions, which a uniform grid samples poorly. Baseline: the all-zero input, which
-  after data.py's preprocessing is a gene without a single read (every bin divided by its
-  largest mark leaves an all-zero bin 0, and the five additional features of a gene without
-  reads are 0 too). Completeness: a gene's attributions add up to F(x) - F(0), up to the
-  quadrature error, which this command reports per cell.
-- saliency: gradient x input, x_i * dF/dx_i at the gene itself; one gradient per gene, so about
-  ``steps`` times faster, but it sees only the local slope of a saturating tanh network.
-
 Output, per cell (default in ``<run>/<cell>/explain/``, or ``--out DIR/<cell>/``):
 ``explain.csv`` (the mean attribution and its standard error per group, mark and bin, and per
 additional feature), ``explain.png`` (the marks x position heatmaps, one panel per group) and,
@@ -39,251 +16,39 @@ in every cell.
 
 Attribution is not causation: a map says what this model's output is sensitive to on these
 genes, not what regulates expression. No module imports this one; it reads run folders
-(experiments.py's layout), data (data.py), models (Convnet.py, loaded in Keras safe mode) and
-draws with utils.py.
+(experiments.py's layout), data (data.py) and models (Convnet.py, loaded in Keras safe mode),
+computes the attributions and their tables with attribution.py, and draws them here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+import matplotlib
 
-import data
-import distribute
-import experiments
-import files
-import results
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-METHODS = ("integrated_gradients", "saliency")
-METHOD_LABELS = {"integrated_gradients": "integrated gradients", "saliency": "gradient x input"}
-DEFAULT_STEPS = 16
-# Rows (genes x path points) per gradient batch: the conv layers' activations of 1,024 rows
-# take about 1 GB with their gradients; larger batches are no faster on a CPU.
-BATCH_ROWS = 1024
-# The most path points: one gene's path then fills one gradient batch (about 1 GB); past it the
-# batch, and Gauss-Legendre's eigenvalue problem (steps x steps), would grow without bound.
-MAX_STEPS = BATCH_ROWS
-# Groups of test genes, in the order of the table and of the figure's panels.
-GROUPS = ("high", "low", "all", "high_correct", "low_correct", "all_correct")
-GROUP_LABELS = {
-    "high": "high-expression genes",
-    "low": "low-expression genes",
-    "all": "all genes",
-    "high_correct": "high-expression genes, correctly predicted",
-    "low_correct": "low-expression genes, correctly predicted",
-    "all_correct": "all genes, correctly predicted",
-}
-TABLE_COLUMNS = ["cell", "method", "group", "n_genes", "mark", "feature", "bin", "mean", "sem"]
-MARKS_COLUMNS = ["cell", "mark", "importance", "share", "mean", "n_genes"]
+import attribution  # noqa: E402
+import compare  # noqa: E402
+import data  # noqa: E402
+import distribute  # noqa: E402
+import experiments  # noqa: E402
+import files  # noqa: E402
+import results  # noqa: E402
+import utils  # noqa: E402
 
 
 class ExplainError(Exception):
     """A run, cell, gene or model that cannot be explained as asked; said in one line."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Attributions (TensorFlow is imported here, not at module import)
-
-
-def logit_function(model):
-    """The log-odds of high expression of a Conv1DNet, z1 - z0 of its output layer's logits,
-    as a TensorFlow function: float32 (n, L, 1) -> float32 (n,), dropout off.
-
-    Built from the penultimate layer and the output layer's weights, since the network's last
-    layer applies its softmax inside: z1 - z0 = h . (w1 - w0) + (b1 - b0)."""
-    import keras
-    import tensorflow as tf
-
-    out = model.get_layer("output")
-    hidden = keras.Model(model.inputs, out.input)
-    kernel = tf.cast(out.kernel, tf.float32)
-    bias = tf.cast(out.bias, tf.float32)
-    w = kernel[:, 1] - kernel[:, 0]
-    b = bias[1] - bias[0]
-
-    def log_odds(x):
-        h = tf.cast(hidden(x, training=False), tf.float32)
-        return tf.linalg.matvec(h, w) + b
-
-    return log_odds
-
-
-def path_points(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes on (0, 1) and their weights (summing to 1): the integral over alpha
-    of g(alpha) is about sum(weights * g(nodes)), exactly so for polynomials of degree up to
-    2 * steps - 1."""
-    nodes, weights = np.polynomial.legendre.leggauss(steps)
-    return (nodes + 1) / 2, weights / 2
-
-
-def attributions(
-    model,
-    x: np.ndarray,
-    method: str = "integrated_gradients",
-    steps: int = DEFAULT_STEPS,
-    batch_rows: int = BATCH_ROWS,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Attributions of the log-odds of high expression to every input of every gene.
-
-    Args:
-        model: a Conv1DNet (any variant).
-        x: float32 (n, L, 1), preprocessed genes (L = 505, or 500 without additional features).
-        method: "integrated_gradients" (all-zero baseline, ``steps`` Gauss-Legendre nodes) or
-            "saliency"
-            (gradient x input).
-        batch_rows: genes x path points per gradient batch; the genes of a batch are
-            evaluated at all their path points in one forward and backward pass.
-
-    Returns:
-        (attributions float32 (n, L), log_odds float32 (n,) at x, log-odds of the all-zero
-        input (float)). For integrated gradients each row adds up to log_odds - that float,
-        up to the quadrature error.
-    """
-    import tensorflow as tf
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    x = np.asarray(x, dtype=np.float32)
-    n, length = x.shape[0], x.shape[1]
-    f = logit_function(model)
-    ig = method == "integrated_gradients"
-    points = steps if ig else 1
-    nodes, weights = path_points(steps) if ig else (np.ones(1), np.ones(1))
-    alphas = tf.constant(nodes, tf.float32)
-    weights = tf.constant(weights, tf.float32)
-    spec = tf.TensorSpec((None, length, 1), tf.float32)
-
-    @tf.function(input_signature=[spec], reduce_retracing=True)
-    def batch(xb):
-        # Every gene at every path point alpha * x (baseline 0), as one batch of rows.
-        g = tf.shape(xb)[0]
-        path = tf.reshape(alphas[None, :, None, None] * xb[:, None], (g * points, length, 1))
-        with tf.GradientTape() as tape:
-            tape.watch(path)
-            z = f(path)
-        # Rows are independent, so the gradient of their sum is each row's own gradient.
-        grads = tf.reshape(tape.gradient(z, path), (g, points, length))
-        at_x = z[points - 1 :: points] if not ig else f(xb)
-        return tf.einsum("gpl,p->gl", grads, weights) * xb[:, :, 0], at_x
-
-    genes_per_batch = max(1, batch_rows // points)
-    attr = np.empty((n, length), dtype=np.float32)
-    log_odds = np.empty(n, dtype=np.float32)
-    for start in range(0, n, genes_per_batch):
-        stop = min(n, start + genes_per_batch)
-        a, z = batch(tf.constant(x[start:stop]))
-        attr[start:stop], log_odds[start:stop] = a.numpy(), z.numpy()
-    zero = float(f(tf.zeros((1, length, 1), tf.float32)).numpy()[0])
-    return attr, log_odds, zero
-
-
-# ---------------------------------------------------------------------------------------------
-# Summaries (numpy only)
-
-
-def split_inputs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-input values (..., L) as (..., 100 bins, 5 marks) and the additional features
-    (..., 5), or None when L is 500: the inverse of data.py's bin-major flattening."""
-    values = np.asarray(values)
-    n_bin_values = data.N_BINS * data.N_MARKS
-    bins = values[..., :n_bin_values].reshape(*values.shape[:-1], data.N_BINS, data.N_MARKS)
-    extra = values[..., n_bin_values:] if values.shape[-1] > n_bin_values else None
-    return bins, extra
-
-
-def group_masks(labels: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean (n,) masks of the GROUPS: by label (1 high, 0 low, both) and each restricted to
-    the genes whose predicted class (0/1) is their label."""
-    labels, predicted = np.asarray(labels), np.asarray(predicted)
-    correct = labels == predicted
-    by_label = {"high": labels == 1, "low": labels == 0, "all": np.ones(len(labels), bool)}
-    masks = dict(by_label)
-    masks.update({f"{k}_correct": m & correct for k, m in by_label.items()})
-    return {g: masks[g] for g in GROUPS}
-
-
-def mean_sem(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over axis 0 and its standard error (sample standard deviation / sqrt(n)); NaN for
-    an empty group, and a standard error of NaN for a group of one gene."""
-    n = len(values)
-    if n == 0:
-        nan = np.full(values.shape[1:], np.nan, dtype=np.float32)
-        return nan, nan.copy()
-    mean = values.mean(axis=0, dtype=np.float64)
-    if n < 2:
-        return mean.astype(np.float32), np.full_like(mean, np.nan, dtype=np.float32)
-    sem = values.std(axis=0, ddof=1, dtype=np.float64) / np.sqrt(n)
-    return mean.astype(np.float32), sem.astype(np.float32)
-
-
-def summary_table(
-    cell: str, method: str, attr: np.ndarray, labels: np.ndarray, predicted: np.ndarray
-) -> pd.DataFrame:
-    """explain.csv's rows: per group (GROUPS), the mean attribution and its standard error of
-    each mark in each bin (feature "bin", bin 1..100) and of each additional feature (feature
-    "additional", bin empty: that mark's normalized sum over the bins).
-
-    attr: float32 (n, L) attributions; labels, predicted: (n,) 0/1."""
-    n_marks = data.N_MARKS
-    n_bins_values = data.N_BINS * n_marks
-    length = attr.shape[1]
-    # Input i of the flattened gene: bin i // 5 + 1 and mark i % 5 (data.py's bin-major order).
-    index = np.arange(length)
-    is_bin = index < n_bins_values
-    mark = np.array(data.MARKS)[index % n_marks]
-    bin_no = pd.array(np.where(is_bin, index // n_marks + 1, 0), dtype="Int64")
-    bin_no[~is_bin] = pd.NA
-    parts = []
-    for group, mask in group_masks(labels, predicted).items():
-        mean, sem = mean_sem(attr[mask])
-        parts.append(
-            pd.DataFrame(
-                {
-                    "cell": cell,
-                    "method": method,
-                    "group": group,
-                    "n_genes": int(mask.sum()),
-                    "mark": mark,
-                    "feature": np.where(is_bin, "bin", "additional"),
-                    "bin": bin_no,
-                    "mean": mean,
-                    "sem": sem,
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
-
-
-def mark_totals(cell: str, attr: np.ndarray) -> pd.DataFrame:
-    """explain-marks.csv's rows for one cell: per mark, its total attribution in a gene (its 100
-    bins plus its additional feature), as ``importance`` (the mean over the genes of its absolute
-    value: how much the mark moves the log-odds, either way), ``share`` (importance / the sum of
-    the five marks' importances) and ``mean`` (the signed mean: + towards high expression)."""
-    bins, extra = split_inputs(attr)
-    total = bins.sum(axis=1, dtype=np.float64)  # (n, 5)
-    if extra is not None:
-        total = total + extra
-    importance = np.abs(total).mean(axis=0)
-    share = importance / max(importance.sum(), np.finfo(np.float64).tiny)
-    return pd.DataFrame(
-        {
-            "cell": cell,
-            "mark": list(data.MARKS),
-            "importance": importance,
-            "share": share,
-            "mean": total.mean(axis=0),
-            "n_genes": len(attr),
-        }
-    )[MARKS_COLUMNS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +177,262 @@ def plan(
 
 
 # ---------------------------------------------------------------------------------------------
+# The figures
+
+# Bin b (1..100) covers [-5000 + 100 (b - 1), -5000 + 100 b) bp around the TSS.
+BIN_EDGES_KB = (-5.0, 5.0)
+
+
+def _bin_centres_kb() -> np.ndarray:
+    """float (100,): each bin's centre in kb relative to the TSS."""
+    return (np.arange(1, data.N_BINS + 1) - 0.5) * 0.1 - 5.0
+
+
+def _group_maps(table: pd.DataFrame, group: str) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """One group of an explain.csv table as (mean attribution float (5 marks, 100 bins) in the
+    data's mark order, the additional features' float (5,) or None, its number of genes)."""
+    rows = table[table["group"] == group]
+    order = {m: i for i, m in enumerate(data.MARKS)}
+    on_bins = rows[rows["feature"] == "bin"]
+    grid = np.full((data.N_MARKS, data.N_BINS), np.nan)
+    grid[on_bins["mark"].map(order).to_numpy(), on_bins["bin"].to_numpy(dtype=int) - 1] = on_bins[
+        "mean"
+    ].to_numpy(dtype=float)
+    extra_rows = rows[rows["feature"] == "additional"]
+    extra = None
+    if len(extra_rows):
+        extra = np.full(data.N_MARKS, np.nan)
+        extra[extra_rows["mark"].map(order).to_numpy()] = extra_rows["mean"].to_numpy(dtype=float)
+    return grid, extra, int(rows["n_genes"].iloc[0]) if len(rows) else 0
+
+
+def _symmetric_limit(values) -> float:
+    """The largest absolute finite value of arrays, for a colour scale centred at 0 (1 if none)."""
+    finite = [np.abs(v[np.isfinite(v)]) for v in values if v is not None]
+    top = max((float(f.max()) for f in finite if f.size), default=0.0)
+    return top if top > 0 else 1.0
+
+
+def plot_attribution_map(
+    table: pd.DataFrame,
+    out: str | os.PathLike,
+    title: str = "Attribution",
+    labels: dict[str, str] | None = None,
+) -> Path:
+    """Heatmaps of an explain.csv table: per group, the marks (rows, in the data's order) x
+    position relative to the TSS (columns, kb), mean attribution on a diverging scale centred
+    at 0 (red: towards high expression, blue: towards low), the TSS dotted; the additional
+    features in a strip of their own (own scale) at the right of each map. Groups whose name
+    ends in "_correct" go in a second column beside their group.
+
+    table: columns group, n_genes, mark, feature ("bin" / "additional"), bin, mean."""
+    groups = list(dict.fromkeys(table["group"]))
+    bases = [g for g in groups if not g.endswith("_correct")]
+    paired = any(f"{g}_correct" in groups for g in bases)
+    maps = {g: _group_maps(table, g) for g in groups}
+    limit = _symmetric_limit([m[0] for m in maps.values()])
+    has_extra = any(m[1] is not None for m in maps.values())
+    extra_limit = _symmetric_limit([m[1] for m in maps.values()])
+    columns = 2 if paired else 1
+    ratios = ([24, 1.3] if has_extra else [24]) * columns
+    fig, axes = plt.subplots(
+        len(bases),
+        len(ratios),
+        figsize=(7.2 * columns + 1.6, 1.75 * len(bases) + 1.3),
+        gridspec_kw={"width_ratios": ratios},
+        squeeze=False,
+        layout="constrained",
+    )
+    per = 2 if has_extra else 1
+    image = strip = None
+    for r, base in enumerate(bases):
+        for c, group in enumerate([base, f"{base}_correct"][:columns]):
+            ax = axes[r, c * per]
+            if group not in maps:
+                ax.axis("off")
+                if has_extra:
+                    axes[r, c * per + 1].axis("off")
+                continue
+            grid, extra, n = maps[group]
+            image = ax.imshow(
+                grid,
+                aspect="auto",
+                cmap="RdBu_r",
+                vmin=-limit,
+                vmax=limit,
+                extent=(*BIN_EDGES_KB, data.N_MARKS - 0.5, -0.5),
+                interpolation="nearest",
+            )
+            ax.axvline(0, color="black", ls=":", lw=1)
+            ax.set_yticks(range(data.N_MARKS), data.MARKS, fontsize=8.5)
+            ax.set_xticks(np.arange(-5, 6), [f"{k:+d}" if k else "TSS" for k in range(-5, 6)])
+            ax.tick_params(axis="x", labelsize=8.5)
+            name = (labels or {}).get(group, group.replace("_", ", "))
+            ax.set_title(f"{name} (n = {n})", fontsize=9.5)
+            if r == len(bases) - 1:
+                ax.set_xlabel("Position relative to the TSS (kb)", fontsize=9)
+            if has_extra:
+                side = axes[r, c * per + 1]
+                values = extra if extra is not None else np.full(data.N_MARKS, np.nan)
+                strip = side.imshow(
+                    values[:, None],
+                    aspect="auto",
+                    cmap="PuOr_r",
+                    vmin=-extra_limit,
+                    vmax=extra_limit,
+                    interpolation="nearest",
+                )
+                side.set_xticks([0], ["sums"], fontsize=7.5)
+                side.set_yticks([])
+    if strip is not None:
+        fig.colorbar(
+            strip,
+            ax=axes.ravel().tolist(),
+            label="Additional features (mark sums)",
+            shrink=0.8,
+            pad=0.01,
+        )
+    if image is not None:
+        fig.colorbar(
+            image,
+            ax=axes.ravel().tolist(),
+            label="Mean attribution per bin\n(log-odds of high expression)",
+            shrink=0.8,
+            pad=0.01,
+        )
+    fig.suptitle(
+        f"{title}\nred: pushes towards high expression, blue: towards low; dotted: TSS",
+        fontsize=11,
+    )
+    return utils.save_png(fig, out)
+
+
+def plot_gene_attribution(
+    counts: np.ndarray,
+    attribution: np.ndarray,
+    extra: np.ndarray | None,
+    out: str | os.PathLike,
+    title: str = "One gene",
+) -> Path:
+    """One gene: its five marks' read counts along the bins (as images/data.png) and, underneath,
+    one row per mark with its attribution per bin (above 0: towards high expression) and its
+    additional feature's attribution in the row's corner.
+
+    counts: (100, 5) reads; attribution: (100, 5); extra: (5,) or None."""
+    kb = _bin_centres_kb()
+    fig, axes = plt.subplots(
+        1 + data.N_MARKS,
+        1,
+        figsize=(9, 8.4),
+        sharex=True,
+        gridspec_kw={"height_ratios": [2.4] + [1] * data.N_MARKS},
+        layout="constrained",
+    )
+    top = axes[0]
+    for m, mark in enumerate(data.MARKS):
+        top.plot(
+            kb, counts[:, m], drawstyle="steps-mid", color=utils.MARK_COLORS[m], lw=1.3, label=mark
+        )
+    top.set_ylabel("Reads per\n100-bp bin")
+    top.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    top.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.22), frameon=False)
+    limit = _symmetric_limit([attribution]) * 1.1
+    for m, mark in enumerate(data.MARKS):
+        ax = axes[1 + m]
+        ax.fill_between(
+            kb, attribution[:, m], step="mid", color=utils.MARK_COLORS[m], alpha=0.75, lw=0
+        )
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_ylim(-limit, limit)
+        ax.set_ylabel(mark, rotation=0, ha="right", va="center", fontsize=8.5)
+        ax.tick_params(axis="y", labelsize=7)
+        if extra is not None:
+            ax.text(
+                0.995,
+                0.92,
+                f"additional feature {extra[m]:+.3g}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7.5,
+            )
+    for ax in axes:
+        ax.axvline(0, color="black", ls=":", lw=1)
+        ax.grid(alpha=0.25)
+        ax.set_xlim(*BIN_EDGES_KB)
+    axes[1].set_title(
+        "Attribution per bin (log-odds of high expression; + towards high)", fontsize=9
+    )
+    axes[-1].set_xlabel("Position relative to the TSS (kb)")
+    axes[-1].xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(1))
+    fig.suptitle(title, fontsize=10.5)
+    return utils.save_png(fig, out)
+
+
+def cluster_order(rows: np.ndarray) -> np.ndarray:
+    """Row order of a hierarchical clustering (average linkage, Euclidean) of rows (n, k), so
+    that similar rows sit together; the given order for fewer than 3 rows."""
+    if len(rows) < 3:
+        return np.arange(len(rows))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    return leaves_list(linkage(np.nan_to_num(rows), method="average"))
+
+
+def plot_mark_summary(
+    marks: pd.DataFrame, out: str | os.PathLike, title: str = "Attribution per mark"
+) -> Path:
+    """The cross-cell summary of an explain-marks.csv table: cells (rows, clustered by their
+    shares) x marks (columns, data order); left, each mark's share of the cell's importance
+    (mean absolute total attribution of the mark per gene); right, its signed mean total
+    attribution (red: towards high expression).
+
+    marks: columns cell, mark, share, mean."""
+    share = marks.pivot(index="cell", columns="mark", values="share")[list(data.MARKS)]
+    mean = marks.pivot(index="cell", columns="mark", values="mean")[list(data.MARKS)]
+    order = cluster_order(share.to_numpy())
+    share, mean = share.iloc[order], mean.iloc[order]
+    n = len(share)
+    fig, axes = plt.subplots(
+        1, 2, figsize=(10.5, 1.6 + 0.32 * max(n, 3)), sharey=True, layout="constrained"
+    )
+    limit = _symmetric_limit([mean.to_numpy()])
+    for ax, values, cmap, vmin, vmax, label in (
+        (axes[0], share, "Purples", 0.0, max(float(share.max().max()), 1e-12), "share"),
+        (axes[1], mean, "RdBu_r", -limit, limit, "mean"),
+    ):
+        image = ax.imshow(values.to_numpy(), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks(range(data.N_MARKS), data.MARKS, rotation=30, ha="right", fontsize=9)
+        ax.set_yticks(range(n), values.index, fontsize=8 if n > 30 else 9)
+        if n <= 40:
+            for (i, j), v in np.ndenumerate(values.to_numpy()):
+                strong = (
+                    abs(v - vmin) > 0.6 * (vmax - vmin)
+                    if label == "share"
+                    else abs(v) > 0.6 * limit
+                )
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="white" if strong else "black",
+                )
+        fig.colorbar(image, ax=ax, shrink=0.9)
+    axes[0].set_title(
+        "Share of the cell's importance\n(mean |total attribution| per gene)", fontsize=10
+    )
+    axes[1].set_title(
+        "Mean total attribution per gene\n(log-odds; + towards high expression)", fontsize=10
+    )
+    axes[0].set_ylabel("Cell" + (" (clustered)" if n >= 3 else ""))
+    fig.suptitle(title, fontsize=11)
+    return utils.save_png(fig, out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -438,16 +459,16 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument(
         "--method",
         default="integrated_gradients",
-        choices=METHODS,
+        choices=attribution.METHODS,
         help="integrated_gradients (all-zero baseline: a gene without reads) or saliency "
         "(gradient x input, about --steps times faster) [Default: %(default)s]",
     )
     parser.add_argument(
         "--steps",
         type=int,
-        default=DEFAULT_STEPS,
+        default=attribution.DEFAULT_STEPS,
         help="integrated gradients: points on the path from the baseline (Gauss-Legendre "
-        f"nodes), 1 to {MAX_STEPS} [Default: %(default)s]",
+        f"nodes), 1 to {attribution.MAX_STEPS} [Default: %(default)s]",
     )
     parser.add_argument(
         "--genes",
@@ -467,17 +488,17 @@ def parse_args(argv) -> argparse.Namespace:
         help="where the run's cells are [Default: the data_dir in the run's args.json]",
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.steps <= MAX_STEPS:
-        parser.error(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}")
+    if not 1 <= args.steps <= attribution.MAX_STEPS:
+        parser.error(f"--steps must be 1 to {attribution.MAX_STEPS}, got {args.steps}")
     return args
 
 
 def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
     """Attributions of one cell's test split: writes its explain.csv, explain.png and gene
     figures, prints one line; returns its explain-marks.csv rows."""
-    import utils
+    import Convnet
 
-    model = experiments.load_saved_model(target.model)
+    model = Convnet.load_checked(target.model)
     split = target.split
     if model.input_shape[1] != split.x.shape[1]:
         raise ExplainError(
@@ -485,23 +506,26 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
             f"split gives {split.x.shape[1]} (variant {settings.get('variant')})"
         )
     start = time.perf_counter()
-    attr, log_odds, zero = attributions(model, split.x, args.method, args.steps)
+    attr, log_odds, zero = attribution.attributions(model, split.x, args.method, args.steps)
     seconds = time.perf_counter() - start
     predicted = (log_odds > 0).astype(np.int8)  # the argmax of the softmax
-    table = summary_table(target.cell, args.method, attr, split.labels, predicted)
+    table = attribution.summary_table(target.cell, args.method, attr, split.labels, predicted)
     target.out.mkdir(parents=True, exist_ok=True)
     files.write_csv(target.out / "explain.csv", table)
-    label = METHOD_LABELS[args.method]
+    label = attribution.METHOD_LABELS[args.method]
     if args.method == "integrated_gradients":
         label += f", {args.steps} steps from a gene without reads"
-    utils.plot_attribution_map(
-        table, target.out / "explain.png", title=f"{target.cell}: {label}", labels=GROUP_LABELS
+    plot_attribution_map(
+        table,
+        target.out / "explain.png",
+        title=f"{target.cell}: {label}",
+        labels=attribution.GROUP_LABELS,
     )
-    bins, extra = split_inputs(attr)
+    bins, extra = attribution.split_inputs(attr)
     if target.genes:
         counts = _counts(target.test_csv, target.genes)
         for row, gene_counts in zip(target.genes, counts):
-            utils.plot_gene_attribution(
+            plot_gene_attribution(
                 gene_counts,
                 bins[row],
                 None if extra is None else extra[row],
@@ -517,11 +541,11 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
             f"mean |F(x) - F(0)| {np.abs(log_odds - zero).mean():.3g}, log-odds)"
         )
     print(
-        f"{target.cell}: {len(split.ids)} test genes, {METHOD_LABELS[args.method]} in "
+        f"{target.cell}: {len(split.ids)} test genes, {attribution.METHOD_LABELS[args.method]} in "
         f"{seconds:.1f} s{gap}; wrote {target.out}",
         flush=True,
     )
-    return mark_totals(target.cell, attr)
+    return attribution.mark_totals(target.cell, attr)
 
 
 def _counts(test_csv: Path, rows: list[int]) -> np.ndarray:
@@ -555,17 +579,16 @@ def main(argv=None) -> int:
         print(f"error: {files.write_problem(e)}", file=sys.stderr)
         return 2
     distribute.import_tensorflow_quietly()
-    import utils
 
     try:
         totals = [explain_cell(t, args, settings) for t in targets]
         marks = pd.concat(totals, ignore_index=True)
         files.write_csv(where / "explain-marks.csv", marks)
-        png = utils.plot_mark_summary(
+        png = plot_mark_summary(
             marks,
             where / "explain-marks.png",
-            title=f"{results.run_label(table)} run {run.resolve().name}: "
-            f"{METHOD_LABELS[args.method]}",
+            title=f"{compare.run_label(table)} run {run.resolve().name}: "
+            f"{attribution.METHOD_LABELS[args.method]}",
         )
         print(f"wrote {where / 'explain-marks.csv'} and {png}")
     except (ExplainError, experiments.ExperimentError, data.DataError) as e:

@@ -27,6 +27,7 @@ import files
 import pooling
 import restarts
 import results
+import rundir
 
 # Settings that may change between a run and its --resume: where things go and what is
 # logged, not what is computed.
@@ -369,13 +370,7 @@ def parse_args(argv=None) -> config.Config:
     if args.weights and not Path(args.weights).exists():
         raise UsageError(f"--weights {args.weights}: no such file or folder")
     if args.save_dir is None:
-        # A default folder never collides with an earlier run: -2, -3, ... are appended.
-        base = Path("logs") / default_run_name(args)
-        save, n = base, 1
-        while results.holds_results(save):
-            n += 1
-            save = base.with_name(f"{base.name}-{n}")
-        args.save_dir = str(save)
+        args.save_dir = str(rundir.default_save_dir(args))
     return config.Config.of(vars(args))
 
 
@@ -482,40 +477,6 @@ def adopt_recorded_settings(args, argv) -> None:
         args.pooling, args.pool_split = "paper", "row"
 
 
-def default_run_name(args) -> str:
-    if args.weights and not args.finetune:
-        w = Path(args.weights)
-        what = "predict" if args.predict is not None else "test"
-        return f"{what}-{w.parent.name}-{w.stem}" if w.is_file() else f"{what}-{w.name}"
-    experiment = (
-        "percell"
-        if not args.mix
-        else "mix"
-        if not args.finetune
-        else f"loo-{args.holdout_cell}"
-        if args.holdout_cell
-        else "finetune"
-    )
-    name = (
-        f"{experiment}-{args.variant}-e{args.epochs}-b{args.batch_size}"
-        f"-lr{args.lr:g}-d{args.lr_decay:g}"
-    )
-    if args.finetune:
-        name += (
-            f"-fe{args.finetune_epochs}-flr{args.finetune_lr:g}"
-            f"{'-frozen' if args.freeze_conv else ''}"
-        )
-    if args.weights:
-        w = Path(args.weights)
-        name += f"-from-{w.parent.name if w.is_file() else w.name}"
-    return name
-
-
-# TensorFlow's start-up lines are filtered in distribute.py (explain.py starts it too).
-TF_INFO_LINE = distribute.TF_INFO_LINE
-import_tensorflow_quietly = distribute.import_tensorflow_quietly
-
-
 def main(argv=None) -> int:
     try:
         return _main(argv)
@@ -523,30 +484,29 @@ def main(argv=None) -> int:
         print("interrupted before training started; nothing was written", file=sys.stderr)
         return 130
     finally:
-        experiments.release_save_dirs()
+        rundir.release_save_dirs()
 
 
 def _main(argv=None) -> int:
     try:
         args, cells = check_inputs(argv)
-    except (UsageError, data.DataError, experiments.ExperimentError) as e:
+    except (UsageError, data.DataError, config.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import_tensorflow_quietly()
+    # TensorFlow's start-up lines are filtered in distribute.py (explain.py starts it too).
+    distribute.import_tensorflow_quietly()
     try:
         args = start_tensorflow(args)
         if args.weights:
             experiments.check_weights(args, cells)  # before the save folder is made
-        save, table = (
-            experiments.prepare_save_dir(args) if args.chief else experiments.worker_save_dir(args)
-        )
+        save, table = rundir.prepare_save_dir(args) if args.chief else rundir.worker_save_dir(args)
         table_rows = results.Results(
             table,
             cells,
             resume=args.resume,
             columns=results.table_columns(args),
         )
-    except (distribute.DeviceError, data.DataError, experiments.ExperimentError) as e:
+    except (distribute.DeviceError, data.DataError, config.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.chief:
@@ -558,10 +518,10 @@ def _main(argv=None) -> int:
             flush=True,
         )
     if args.resume:
-        args = experiments.share_resume_state(args, cells, save, table_rows)
+        args = rundir.share_resume_state(args, cells, save, table_rows)
     code = run(args, cells, save, table_rows)
     if code == 0:
-        print_summary(table_rows)
+        results.print_summary(table_rows)
     return code
 
 
@@ -571,7 +531,7 @@ def check_inputs(argv) -> tuple[config.Config, list[str]]:
     behind (the parsed arrays are cached for the run itself). Returns (args, cells)."""
     args = parse_args(argv)
     if distribute.is_chief(args):
-        experiments.claim_save_dir(args)  # a folder in use stops a second run before all else
+        rundir.claim_save_dir(args)  # a folder in use stops a second run before all else
         if args.resume:  # a damaged results table stops it before TensorFlow starts
             save = Path(args.save_dir)
             results.read_table(save / results.table_name(args), results.table_columns(args))
@@ -648,18 +608,18 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         if args.mix
         else experiments.run_per_cell
     )
-    experiments.STOP.install()
+    rundir.STOP.install()
     table = table_rows.path
     try:
         if args.resume and args.chief:
-            experiments.record_location(save)
+            rundir.record_location(save)
         if not args.resume:  # a resumed run keeps the args.json it was started with
             files.write_json(save / "args.json", args.record(cells))
         if not (args.weights and not args.finetune) and not (save / "model.png").exists():
             net = Convnet.Conv1DNet(variant=args.variant)
             plot_model(net, save / "model.png", title=model_title(net, args.variant))
         experiment(args, cells, save, table_rows)
-    except (UsageError, data.DataError, experiments.ExperimentError) as e:
+    except (UsageError, data.DataError, config.ExperimentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -668,7 +628,7 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         print(
             f"interrupted: {len(done)}/{len(cells)} cells finished"
             f"{' (' + named + ')' if done else ''}, kept in {table}; "
-            f"resume with: {experiments.resume_command(save)}",
+            f"resume with: {rundir.resume_command(save)}",
             file=sys.stderr,
         )
         return 130
@@ -683,42 +643,11 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         )
         print(
             f"error: cannot write {e.filename or 'a file'} in {save}: {e.strerror}; {kept}; "
-            f"once fixed, resume with: {experiments.resume_command(save)}",
+            f"once fixed, resume with: {rundir.resume_command(save)}",
             file=sys.stderr,
         )
         return 2
     return 0
-
-
-def print_summary(table_rows) -> None:
-    """One line per AUC column of the results table: cells, mean and median AUC."""
-    import numpy as np
-
-    rows = table_rows.values()
-    for key in [k for k in table_rows.columns if k.startswith("auc")]:
-        aucs = np.array([r.get(key) for r in rows], dtype=float)
-        if np.isnan(aucs).all():
-            if rows and "predicted_high" not in table_rows.columns:
-                print(
-                    f"Results: {table_rows.path}: {len(rows)} cells, no AUC defined (each "
-                    "test split holds one class, or every model diverged)"
-                )
-            continue  # predicted cells without labels have no AUC
-        what = key.replace("auc_", "") + " " if key != "auc" else ""
-        sound = key.replace("auc", "sound")
-        judged = [r.get(sound) for r in rows if r.get(sound) is not None]
-        unsound = sum(v is False or v == "False" for v in judged)
-        verdict = (
-            f", {unsound} of {len(rows)} not sound (see the table's {sound} column)"
-            if unsound
-            else f", all {len(judged)} judged sound"
-            if judged and len(judged) == len(rows)
-            else ""
-        )
-        print(
-            f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "
-            f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}{verdict}"
-        )
 
 
 if __name__ == "__main__":

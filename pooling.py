@@ -25,6 +25,7 @@ pools exactly what ``paper`` pools.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,3 +232,141 @@ def of_saved_model(data_dir, record: dict, targets: list[str], features: bool = 
 def genes_on_both_sides(mix) -> int:
     """Genes with rows in both the pooled training and the pooled validation."""
     return int(np.intersect1d(mix.train.ids, mix.valid.ids).size)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pooled data
+
+
+@dataclass
+class MixedData:
+    """The mixed experiment: pooled train/valid of all cells, and each cell's own test split."""
+
+    train: data.Split
+    valid: data.Split
+    tests: dict[str, data.Split]
+
+
+def load_data_mix(
+    data_dir: str | os.PathLike,
+    cells: str | list[str] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.3,
+    additional_features: bool = True,
+    cache: bool = True,
+    tests: bool = True,
+    leave_out=None,
+    by_gene: bool = False,
+) -> MixedData:
+    """The mixed experiment's data.
+
+    The train and valid splits of all (or the chosen) cells are pooled, shuffled with ``seed``
+    and split ``1 - val_fraction`` / ``val_fraction`` into train/validation; each cell's OWN
+    test split is kept apart in ``tests`` (cell -> Split), sorted by cell; ``tests=False``
+    leaves it empty (pre-training, where each cell's test split is read later).
+
+    leave_out: gene ids whose rows (from every cell) stay out of the pool. by_gene: split the
+    pool by gene (every row of a gene on one side, the genes shuffled and cut where the rows
+    come closest to the fraction) instead of by row as the paper does; without leave_out and
+    by_gene the pool is the paper's, row for row.
+
+    Memory: the pooled arrays are allocated once and each cell's rows are written straight to
+    their shuffled positions, so the peak is the pooled arrays plus one cell, not two copies.
+    """
+    data_dir = Path(data_dir)
+    names = data.select_cells(data_dir, cells)
+    parts = [
+        (c, data.classification_dir(data_dir / c) / f"{s}.csv")
+        for c in names
+        for s in ("train", "valid")
+    ]
+    ids = [data.split_ids(p, additional_features, cache) for _, p in parts]
+    gone = np.asarray([] if leave_out is None else list(leave_out), dtype=str)
+    keeps = [~np.isin(i, gone) for i in ids]
+    sizes = [int(k.sum()) for k in keeps]
+    kept = np.concatenate([i[k] for i, k in zip(ids, keeps)])
+    total = int(sum(sizes))
+    rng = np.random.default_rng(seed)
+    position = np.empty(total, dtype=np.int64)
+    if by_gene:
+        # Whole genes to each side: shuffle the genes, then cut where the training rows come
+        # closest to their share; each side's rows are shuffled in turn.
+        genes, gene_of_row, rows = np.unique(kept, return_inverse=True, return_counts=True)
+        shuffled = rng.permutation(len(genes))
+        middle = np.cumsum(rows[shuffled]) - rows[shuffled] / 2
+        to_train = np.empty(len(genes), dtype=bool)
+        to_train[shuffled] = middle < total * (1.0 - val_fraction)
+        side = to_train[gene_of_row]
+        n_train = int(side.sum())
+        key = rng.permutation(total)
+        for rows_of, offset in ((np.flatnonzero(side), 0), (np.flatnonzero(~side), n_train)):
+            position[rows_of[np.argsort(key[rows_of])]] = offset + np.arange(len(rows_of))
+    else:
+        n_train = int(round(total * (1.0 - val_fraction)))
+        order = rng.permutation(total)
+        position[order] = np.arange(total)  # global row g goes to shuffled slot position[g]
+    if min(n_train, total - n_train) < 1:
+        raise data.DataError(
+            f"{data_dir}: {total} pooled genes from {len(names)} cells cannot be split into "
+            "training and validation"
+        )
+
+    length = data.input_length(additional_features)
+    # Gene ids are compared whole: the array is as wide as the longest, never cut.
+    width = int(np.char.str_len(kept).max()) if len(kept) else 1
+
+    def empty(n):
+        return data.Split(
+            np.empty((n, length, 1), np.float32),
+            np.empty((n, 2), np.float32),
+            np.empty(n, dtype=f"<U{width}"),
+            np.empty(n, dtype=f"<U{max(len(c) for c in names)}"),
+        )
+
+    pooled = (empty(n_train), empty(total - n_train))
+    start = 0
+    for (cell, path), n, keep in zip(parts, sizes, keeps):
+        split = data.load_split(path, additional_features, cache)
+        if len(split.ids) != len(keep):
+            raise data.DataError(f"{path}: changed while loading")
+        if not keep.all():
+            split = data.Split(split.x[keep], split.y[keep], split.ids[keep])
+        slots = position[start : start + n]
+        start += n
+        for dest, sel, offset in (
+            (pooled[0], slots < n_train, 0),
+            (pooled[1], slots >= n_train, n_train),
+        ):
+            at = slots[sel] - offset
+            dest.x[at] = split.x[sel]
+            dest.y[at] = split.y[sel]
+            dest.ids[at] = split.ids[sel]
+            dest.cells[at] = cell
+        del split
+    tests = {
+        c: data.load_split(
+            data.classification_dir(data_dir / c) / "test.csv", additional_features, cache
+        )
+        for c in (names if tests else [])
+    }
+    return MixedData(pooled[0], pooled[1], tests)
+
+
+def mixed_bytes(
+    data_dir: str | os.PathLike,
+    cells: list[str],
+    additional_features: bool = True,
+    cache: bool = True,
+) -> int:
+    """Bytes of the arrays `load_data_mix` builds for these cells (x float32, y float32, ids
+    and cell names as text of up to 64 characters), from the genes per split; cheap once the
+    splits are cached."""
+    data_dir = Path(data_dir)
+    genes = sum(
+        data.split_size(
+            data.classification_dir(data_dir / c) / f"{s}.csv", additional_features, cache
+        )
+        for c in cells
+        for s in data.SPLITS
+    )
+    return genes * (data.input_length(additional_features) * 4 + 2 * 4 + 2 * 64 * 4)

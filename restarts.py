@@ -37,9 +37,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+import files
+from config import ExperimentError
 
 LEARNED = 0.6  # val_auc at or above it: learned (the network ranks the genes)
 MAJORITY_TOL = 0.01  # val_accuracy this close to either class's rate: one class predicted
@@ -284,3 +292,229 @@ def verdict(val_auc, val_accuracy, majority: float, epochs: int) -> Failure | No
         if found is not None:
             return found
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The attempt loop: the training step is passed in, so this module imports no TensorFlow
+
+# A training's files in its model's folder; an attempt replaced by a restart keeps them in
+# <folder>/attempts/<n>/.
+TRAINING_FILES = ("log.csv", "log.png", "best_model.keras", "final_model.keras", "tensorboard")
+# The record of a trained model, in its folder: recipe, attempts, best epoch and soundness.
+TRAINING_RECORD = "training.json"
+
+_SAID = set()
+
+
+@dataclasses.dataclass
+class Trained:
+    """What train returns: the best epoch (1-based) of the model kept in the folder, how many
+    attempts it took (1 without a restart), and whether it is sound (it learned and did not
+    collapse; None where the rule cannot judge, on a small or one-class validation split);
+    the caller loads the model."""
+
+    best_epoch: int | None
+    attempts: int
+    sound: bool | None = None
+    model: object = None
+
+
+def train(
+    step, folder: Path, seed: int, valid_labels, epochs: int, *, restarts, monitor, recipe, lr,
+    what=None,
+) -> Trained:  # fmt: skip
+    """Train a model into `folder` by ``step(seed, epochs, majority)``, one attempt, which
+    returns (the fit: its history, best_epoch and diverged_epoch; the guard's Failure or None):
+    with ``majority`` (the validation split's majority-class rate) a guard judges every epoch
+    and stops the attempt at the first failure; with None it is never stopped.
+
+    Every training is judged on its validation split when the split is large enough. With
+    ``restarts`` N, an attempt that stalled or collapsed is stopped and trained again from a
+    fresh seed, up to N times; each replaced attempt's files move to folder/attempts/<n>/,
+    attempts.csv lists them all, and the attempt kept is the best sound one by the validation
+    metric ``monitor``: its files are the ones in `folder`. When every attempt failed, the one
+    that ranked the validation genes best is trained again from its seed to the full epochs,
+    without stopping, and tested as not sound. A training that diverges (NaN or infinite loss)
+    stops at once and counts as failed too; ExperimentError is raised when no attempt kept a
+    model (``lr``, the rate trained with, is named in its message). ``what`` names the model
+    in messages (default: the folder's name, the cell). folder/training.json records the
+    outcome and ``recipe``."""
+    what = what or folder.name
+    planned = epochs
+    off = guard_applies(valid_labels)
+    if restarts and off and off not in _SAID:
+        _SAID.add(off)  # once per run, not once per cell
+        print(f"No restarts: {off}", flush=True)
+    majority = None if off else majority_rate(valid_labels)
+    stop = majority is not None and restarts > 0
+    shutil.rmtree(folder / "attempts", ignore_errors=True)
+    (folder / "attempts.csv").unlink(missing_ok=True)
+    attempts = []
+    total = restarts + 1 if stop else 1
+    for number in range(1, total + 1):
+        seed_n = attempt_seed(seed, number)
+        fit, seen = step(seed_n, planned, majority if stop else None)
+        judge = "guard" if stop else "replay" if majority is not None else None
+        attempt = _attempt(number, seed_n, fit, seen, judge, monitor, majority, planned)
+        attempts.append(attempt)
+        if not attempt.failed:
+            break
+        if number < total:
+            attempt.folder = f"attempts/{number}"
+            _move_training(folder, folder / attempt.folder)
+            print(
+                f"{what}: attempt {number} of {total} {attempt.outcome}: {attempt.why}; "
+                f"restarting from seed {attempt_seed(seed, number + 1)} (attempt "
+                f"{number + 1}); attempt {number}'s log is in {folder / attempt.folder}",
+                flush=True,
+            )
+    chosen = choose(attempts, monitor)
+    if chosen is not None and chosen is not attempts[-1]:
+        # An earlier attempt wins: its files take the folder, the last one's move aside.
+        _bring_back(folder, chosen, attempts[-1])
+    if chosen is not None and chosen.failed and chosen.outcome != "diverged":
+        if chosen.epochs < planned:
+            chosen = _train_on(step, folder, attempts, chosen, planned, monitor)
+    if len(attempts) > 1:
+        files.write_csv(
+            folder / "attempts.csv",
+            pd.DataFrame(attempt_rows(attempts, chosen), columns=ATTEMPT_COLUMNS),
+        )
+    _report(what, folder, attempts, chosen, lr, monitor)
+    # A diverged model is never sound; otherwise the rule's verdict, where it can judge.
+    sound = (
+        False if chosen.outcome == "diverged" else None if majority is None else not chosen.failed
+    )
+    files.write_json(
+        folder / TRAINING_RECORD,
+        {
+            "recipe": recipe,
+            "attempts": len(attempts),
+            "best_epoch": chosen.best_epoch,
+            "outcome": chosen.outcome,
+            "sound": sound,
+        },
+    )
+    return Trained(chosen.best_epoch, len(attempts), sound)
+
+
+def _attempt(number, seed, fit, seen, judge, monitor, majority, planned) -> Attempt:
+    """One finished attempt, judged: with judge "guard", by the verdict `seen` of the guard that
+    watched every epoch (and stopped the training there); with "replay", by the rule replayed
+    over its log (--restarts 0: judged, never stopped); with None, not at all (the rule cannot
+    judge this validation split): "learned"."""
+    value, val_auc = best_of(fit.history, fit.best_epoch, monitor)
+    attempt = Attempt(
+        number,
+        seed,
+        len(fit.history.get("loss", [])),
+        fit.best_epoch,
+        value,
+        val_auc,
+        "learned",
+        top_val_auc=top_val_auc(fit.history),
+    )
+    if fit.diverged_epoch is not None:
+        loss = fit.history["loss"][fit.diverged_epoch - 1]
+        attempt.outcome = "diverged"
+        attempt.why = f"training diverged at epoch {fit.diverged_epoch} (loss {loss:g})"
+    elif judge == "guard" and seen is not None:
+        attempt.outcome, attempt.why = seen.kind, seen.why
+    elif judge == "replay":
+        found = verdict(
+            fit.history.get("val_auc", []), fit.history.get("val_accuracy", []), majority, planned
+        )
+        if found is not None:
+            attempt.outcome, attempt.why = found.kind, found.why
+    return attempt
+
+
+def _train_on(step, folder, attempts, chosen, planned, monitor):
+    """Every attempt failed: train the one that ranked best (`chosen`, whose files are in
+    `folder`) again from its seed to the full ``planned`` epochs, never stopped, so that no
+    1-2-epoch network is tested; returns that training as one more attempt, not sound
+    (outcome "trained on"). The short attempt's files move to attempts/<n>/."""
+    chosen.folder = f"attempts/{chosen.number}"
+    _move_training(folder, folder / chosen.folder)
+    print(
+        f"{folder.name}: every attempt failed; attempt {chosen.number} ranked the validation "
+        f"genes best (val AUC {chosen.top_val_auc:.3f}): training it again from its seed "
+        f"{chosen.seed} to all {planned} epochs, without stopping",
+        flush=True,
+    )
+    fit, _ = step(chosen.seed, planned, None)
+    on = _attempt(len(attempts) + 1, chosen.seed, fit, None, None, monitor, None, planned)
+    on.trained_on = True
+    why = (
+        f"every attempt failed; attempt {chosen.number} ({chosen.outcome}), which ranked best, "
+        f"trained again from its seed to {planned} epochs without stopping"
+    )
+    if on.outcome == "diverged":
+        on.why = f"{why}; it diverged at epoch {fit.diverged_epoch}"
+    else:
+        on.outcome, on.why = "trained on", why
+    attempts.append(on)
+    if fit.best_epoch is None:  # diverged before any epoch: test the short attempt instead
+        _bring_back(folder, chosen, on)
+        return chosen
+    return on
+
+
+def _bring_back(folder: Path, kept, aside) -> None:
+    """Make attempt `kept`'s files (in folder/kept.folder) the ones in `folder`, moving those
+    of attempt `aside`, in `folder` now, to folder/attempts/<its number>/."""
+    aside.folder = f"attempts/{aside.number}"
+    _move_training(folder, folder / aside.folder)
+    _move_training(folder / kept.folder, folder)
+    shutil.rmtree(folder / kept.folder, ignore_errors=True)
+    kept.folder = "."
+
+
+def _move_training(source: Path, target: Path) -> None:
+    """Move one training's files (TRAINING_FILES) from `source` to the folder `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TRAINING_FILES:
+        if (source / name).exists():
+            shutil.rmtree(target / name, ignore_errors=True)
+            os.replace(source / name, target / name)
+
+
+def _report(what, folder, attempts, chosen, lr, monitor) -> None:
+    """Say which attempt is tested, and warn when it is not a sound one."""
+    if chosen is None:
+        last = attempts[-1]
+        raise ExperimentError(
+            f"{what}: {last.why} before any epoch could be kept, so there is no model to test "
+            f"(see {folder / 'log.png'}); lower the learning rate ({lr:g})"
+        )
+    if len(attempts) > 1:
+        others = ", ".join(
+            f"attempt {a.number}: {a.best_value:.4f}" for a in attempts if a is not chosen
+        )
+        print(
+            f"{what}: attempt {chosen.number} of {len(attempts)} is tested (best {monitor} "
+            f"{chosen.best_value:.4f} at epoch {chosen.best_epoch}; {others}); all attempts "
+            f"are listed in {folder / 'attempts.csv'}",
+            flush=True,
+        )
+    if chosen.outcome == "diverged":
+        print(
+            f"warning: {what}: {chosen.why}; stopped there, and the best epoch before it "
+            f"({chosen.best_epoch}) is the one tested, marked not sound",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif chosen.failed:
+        # Read from the validation split alone: the test split has no say in what is trained.
+        how = (
+            f"all {len(attempts) - 1} attempts failed; {chosen.why}"
+            if chosen.trained_on
+            else f"attempt {chosen.number} {chosen.outcome}: {chosen.why}"
+        )
+        print(
+            f"warning: {what}: not sound: {how}; its best validation AUC is "
+            f"{chosen.top_val_auc:.3f}; it is tested and marked sound=False in the results "
+            f"table (see {folder / 'log.png'})",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -8,18 +8,16 @@ statistics and their markdown; no figures (utils.py draws them) and no training.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import files
-from data import VARIANT_LABELS, DataError
+from data import DataError
 
 # attempts: how many times the tested model was trained (restarts.py); empty where no training
 # happened (a saved model tested) or in tables written before it existed. sound: whether the
@@ -61,12 +59,6 @@ PREDICT_COLUMNS = ["cell", "n_genes", "predicted_high", "auc", "n_test", "model"
 TABLES = ("output.csv", "output-mix.csv", "output-finetune.csv", "output-predict.csv")
 
 ROOT = Path(__file__).resolve().parent
-BASELINES = ROOT / "baselines" / "published_auc.csv"
-# What the published columns are, for legends and tables (see baselines/README.md).
-BASELINE_LABELS = {
-    "deepchrome": "DeepChrome (published)",
-    "attentivechrome": "AttentiveChrome (official models)",
-}
 
 
 class InputError(Exception):
@@ -250,36 +242,43 @@ class Results:
         return [self.rows[c] for c in self.cells if c in self.rows]
 
 
+def print_summary(table_rows) -> None:
+    """One line per AUC column of the results table: cells, mean and median AUC."""
+    rows = table_rows.values()
+    for key in [k for k in table_rows.columns if k.startswith("auc")]:
+        aucs = np.array([r.get(key) for r in rows], dtype=float)
+        if np.isnan(aucs).all():
+            if rows and "predicted_high" not in table_rows.columns:
+                print(
+                    f"Results: {table_rows.path}: {len(rows)} cells, no AUC defined (each "
+                    "test split holds one class, or every model diverged)"
+                )
+            continue  # predicted cells without labels have no AUC
+        what = key.replace("auc_", "") + " " if key != "auc" else ""
+        sound = key.replace("auc", "sound")
+        judged = [r.get(sound) for r in rows if r.get(sound) is not None]
+        unsound = sum(v is False or v == "False" for v in judged)
+        verdict = (
+            f", {unsound} of {len(rows)} not sound (see the table's {sound} column)"
+            if unsound
+            else f", all {len(judged)} judged sound"
+            if judged and len(judged) == len(rows)
+            else ""
+        )
+        print(
+            f"Results: {table_rows.path}: {len(rows)} cells, {what}mean AUC "
+            f"{np.nanmean(aucs):.4f}, median AUC {np.nanmedian(aucs):.4f}{verdict}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading runs back, and the published AUCs
-
-
-@dataclass
-class Line:
-    """One line of the comparison: one AUC column of one results table."""
-
-    label: str
-    table: Path
-    column: str
-    auc: pd.Series  # float AUC indexed by cell name, every one defined (_read_auc_table)
 
 
 # How a CSV may write a missing value (pandas' usual spellings): a gap in a baselines file (a
 # method published on some cells only) or in log.csv (an AUC undefined that epoch); never
 # accepted in a run's results table.
 GAPS = {"", "nan", "na", "n/a", "#n/a", "<na>", "null", "none"}
-
-
-def read_baselines(path: str | os.PathLike = BASELINES) -> pd.DataFrame:
-    """The published per-cell AUCs: float columns (deepchrome, attentivechrome) by cell.
-
-    Gaps (an empty field, or nan / NA / N/A / null / none) are read as NaN: a method may be
-    published for some cells only. baselines/published_auc.csv has none, but --baselines FILE
-    may; a run's own table may not (see _read_auc_table).
-    """
-    path = Path(path)
-    table = _read_auc_table(path, lambda c: c != "cell", gaps=True)
-    return table.set_index("cell").astype(float)
 
 
 def field_count_problem(fields: list[str], header: list[str]) -> str | None:
@@ -324,220 +323,3 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if not rows:
         raise InputError(f"{path}: empty file")
     return rows[0][1], rows[1:]
-
-
-def _read_auc_table(path: Path, is_auc, gaps: bool = False) -> pd.DataFrame:
-    """A CSV with a ``cell`` column and AUC columns (``is_auc(name)``), checked: a ``cell``
-    column of float AUC columns, one row per cell. Raises InputError naming the file and line.
-
-    Every AUC must be a number between 0 and 1. A run's table (``gaps`` False) may have no
-    empty or NaN AUC: dropping the cell would hide it from the line's counts and mean, and a
-    cell whose AUC main.py could not compute (written as an empty field) is a result to look
-    at, not to average over. A baselines file (``gaps``) may leave cells out (NaN).
-    """
-    header, rows = read_csv_rows(path)
-    if "cell" not in header:
-        raise InputError(
-            f"{path}: no 'cell' column (expected a header like cell,auc,accuracy,n_test,best_epoch)"
-        )
-    columns = [c for c in header if is_auc(c)]
-    if not columns:
-        raise InputError(f"{path}: no AUC column (a column named auc or auc_...)")
-    repeated = [c for i, c in enumerate(header) if c in header[:i]]
-    if repeated:
-        raise InputError(f"{path}:1: column {repeated[0]!r} appears more than once")
-    if not rows:
-        raise InputError(f"{path}: no rows, only a header")
-    seen = {}
-    for line, fields in rows:
-        problem = field_count_problem(fields, header)
-        if problem:
-            raise InputError(f"{path}:{line}: {problem}")
-        cell = fields[header.index("cell")]
-        if not cell:
-            raise InputError(f"{path}:{line}: empty cell name")
-        if cell in seen:
-            raise InputError(
-                f"{path}:{line}: cell {cell} appears more than once (line {seen[cell]})"
-            )
-        seen[cell] = line
-    table = pd.DataFrame([fields for _, fields in rows], columns=header, dtype=str)
-    for column in columns:
-        values = []
-        for (line, _), cell, text in zip(rows, table["cell"], table[column]):
-            if gaps and text.strip().lower() in GAPS:
-                values.append(math.nan)
-                continue
-            if not text.strip():
-                raise InputError(
-                    f"{path}:{line}: cell {cell}: {column} is empty: its AUC is undefined "
-                    "(main.py leaves it empty when the test split holds one class only or "
-                    "the model's outputs are not finite); remove that row to compare the "
-                    "other cells"
-                )
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not 0 <= value <= 1:  # NaN too
-                raise InputError(f"{path}:{line}: {column} {text!r} is not an AUC between 0 and 1")
-            values.append(value)
-        table[column] = np.array(values, dtype=float)
-    return table[["cell", *columns]]
-
-
-def results_tables(path: str | os.PathLike) -> list[Path]:
-    """The results tables of a run: the path itself if a file, else the folder's output*.csv."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        tables = sorted(path.glob("output*.csv"))
-        if not tables:
-            raise InputError(f"{path}: no results table here (output.csv or output-mix.csv)")
-        return tables
-    raise InputError(f"{path}: no such file or folder")
-
-
-def run_label(table: Path) -> str:
-    """A line's name from the run's args.json: "per-cell (full)", "mixed (full)", ...; the
-    folder's name when there is no args.json."""
-    try:
-        settings = json.loads((table.parent / "args.json").read_text())
-    except (OSError, ValueError):
-        settings = None
-    if not isinstance(settings, dict):
-        return table.parent.name if table.name.startswith("output") else table.stem
-    if settings.get("holdout_cell"):
-        experiment = f"leave {settings['holdout_cell']} out"
-    elif settings.get("finetune"):
-        experiment = "fine-tune"
-    elif settings.get("weights"):
-        experiment = "saved model"
-    elif settings.get("mix", table.name == "output-mix.csv"):
-        experiment = "mixed"
-    else:
-        experiment = "per-cell"
-    variant = settings.get("variant")
-    return f"{experiment} ({VARIANT_LABELS.get(variant, variant)})" if variant else experiment
-
-
-def read_runs(paths: list, labels: list[str] | None = None) -> list[Line]:
-    """One Line per AUC column (``auc``, ``auc_*``) of each run's results table(s).
-
-    A table with several AUC columns (e.g. auc_mixed, auc_finetuned) gives one line each,
-    named "<run label>: mixed", ... ``labels`` (one per line, in order) replaces the names.
-    """
-    lines = []
-    for path in paths:
-        for table_path in results_tables(path):
-            table = _read_auc_table(table_path, lambda c: str(c).lower().startswith("auc"))
-            name = run_label(table_path)
-            columns = list(table.columns[1:])
-            for column in columns:
-                auc = table.set_index("cell")[column]
-                suffix = column[3:].lstrip("_- ")
-                label = f"{name}: {suffix}" if len(columns) > 1 and suffix else name
-                lines.append(Line(label, table_path, column, auc))
-    if labels is not None:
-        if len(labels) != len(lines):
-            raise InputError(
-                f"--labels gives {len(labels)} names for {len(lines)} lines "
-                f"({'; '.join(f'{display_path(x.table)}: {x.column}' for x in lines)})"
-            )
-        for line, label in zip(lines, labels):
-            line.label = label
-    else:
-        # Two runs with the same settings (e.g. two seeds): tell them apart by folder.
-        names = [line.label for line in lines]
-        for line in lines:
-            if names.count(line.label) > 1:
-                line.label = f"{line.label} [{line.table.parent.name}]"
-    return lines
-
-
-def cell_order(lines: list[Line], baselines: pd.DataFrame | None) -> tuple[list[str], str]:
-    """The x axis: the runs' cells known to the baselines sorted by DeepChrome's AUC (the
-    paper's order), then the unknown ones by their mean AUC over the lines. Returns the cells
-    and a phrase saying how they are sorted."""
-    cells = list(dict.fromkeys(c for line in lines for c in line.auc.index))
-    known = [c for c in cells if baselines is not None and c in baselines.index]
-    unknown = [c for c in cells if c not in known]
-    how = []
-    if known:
-        key = "deepchrome" if "deepchrome" in baselines else baselines.columns[0]
-        # A gap in that column (a --baselines file may have some) sorts last, not at random.
-        order = baselines[key].fillna(np.inf)
-        known.sort(key=lambda c: (order[c], c))
-        how.append(f"by {BASELINE_LABELS.get(key, key).split(' (')[0]}'s published AUC")
-    if unknown:
-        mean = pd.concat([line.auc for line in lines], axis=1).mean(axis=1)
-        unknown.sort(key=lambda c: (mean[c], c))
-        how.append(
-            ("then cells without a published AUC " if known else "") + "by mean AUC of the runs"
-        )
-    return known + unknown, ", ".join(how)
-
-
-def summarize(
-    lines: list[Line], baselines: pd.DataFrame | None, cells: list[str], baselines_path: str = ""
-) -> pd.DataFrame:
-    """Per line (runs first, then the baselines on the cells drawn): cells, mean, median, min,
-    max AUC, and for each baseline on how many of the common cells its AUC is strictly higher
-    (beats_<baseline>) out of how many (vs_<baseline>)."""
-    rows = []
-    references = (
-        {}
-        if baselines is None
-        else {
-            name: baselines[name].reindex([c for c in cells if c in baselines.index]).dropna()
-            for name in baselines.columns
-        }
-    )
-    entries = [(line.label, display_path(line.table), line.column, line.auc) for line in lines]
-    entries += [
-        (BASELINE_LABELS.get(name, name), baselines_path, name, auc)
-        for name, auc in references.items()
-        if len(auc)
-    ]
-    for label, table, column, auc in entries:
-        values = auc.to_numpy(dtype=float)
-        row = {
-            "line": label,
-            "table": table,
-            "column": column,
-            "cells": len(values),
-            "mean": values.mean(),
-            "median": np.median(values),
-            "min": values.min(),
-            "max": values.max(),
-        }
-        for name, ref in references.items():
-            if table == baselines_path and column == name:
-                row[f"beats_{name}"] = row[f"vs_{name}"] = pd.NA  # itself
-                continue
-            common = auc.index.intersection(ref.index)
-            row[f"beats_{name}"] = int((auc[common] > ref[common]).sum())
-            row[f"vs_{name}"] = len(common)
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    counts = [c for c in summary.columns if c.startswith(("beats_", "vs_"))]
-    return summary.astype({c: "Int64" for c in counts})
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table; "beats" cells read "k / n" (k of n common cells)."""
-    names = [c[len("beats_") :] for c in summary.columns if c.startswith("beats_")]
-    header = ["line", "cells", "mean AUC", "median", "min", "max"]
-    header += [f"beats {BASELINE_LABELS.get(n, n).split(' (')[0]}" for n in names]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in summary.iterrows():
-        cells = [str(row["line"]), str(row["cells"])]
-        cells += [f"{row[k]:.3f}" for k in ("mean", "median", "min", "max")]
-        for n in names:
-            if pd.isna(row[f"vs_{n}"]) or not row[f"vs_{n}"]:
-                cells.append("-")
-            else:
-                cells.append(f"{int(row[f'beats_{n}'])} / {int(row[f'vs_{n}'])}")
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"

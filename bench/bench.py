@@ -21,7 +21,7 @@ are the best of several alternated runs, so that both sides of a ratio see the s
 3. Epoch time with and without the AUC callback. Target: the callback adds <= 10%.
 4. One per-cell experiment (20 epochs with the callback and checkpoint, then the test) in both
    precisions, and the estimate for 56 cells.
-5. Peak resident memory of data.load_data_mix over N full-size cells, next to the bytes of
+5. Peak resident memory of pooling.load_data_mix over N full-size cells, next to the bytes of
    the arrays it returns. Target: <= 1.5x.
 
 The generated part of RESULTS.md ends at NOTES_MARK; the notes below it are kept.
@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 import files  # noqa: E402
+import pooling  # noqa: E402
 import synth  # noqa: E402
 
 NOTES_MARK = "<!-- notes below are written by hand and kept when bench.py rewrites this file -->"
@@ -774,7 +775,7 @@ def mix_child(data_dir: str) -> None:
 
     before = rss_bytes("VmRSS")
     start = time.perf_counter()
-    mix = data.load_data_mix(data_dir)
+    mix = pooling.load_data_mix(data_dir)
     seconds = time.perf_counter() - start
     splits = [mix.train, mix.valid, *mix.tests.values()]
     arrays = sum(a.nbytes for s in splits for a in s if a is not None)

@@ -9,7 +9,7 @@ random values, as ENCODE's and Roadmap's signal tracks do (12 million values per
 BAM of reads spread over the same chromosomes for the read counting. Timed: the whole command
 ``python build.py --out OUT --cell BENCH --annotation genes.gtf --H3K27me3 ... --expression
 expression.csv`` in its own process (start-up included), once; then the BAM read alone
-(build.Track on a BAM: the per-read loop through pysam). Target: 20,000 genes x 5 bigWigs in
+(tracks.Track on a BAM: the per-read loop through pysam). Target: 20,000 genes x 5 bigWigs in
 under 60 s on 2 cores.
 
 The report is a Markdown block between ``<!-- build_speed.py: LABEL begin -->`` and
@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench
-import build
 from data import MARKS
+from tracks import Track
 
 TARGET_S = 60.0
 SPACING = 15_000
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             print(res.stdout + res.stderr, file=sys.stderr)
             return 1
         start = time.perf_counter()
-        counted = build.Track(bam, "H3K27me3")
+        counted = Track(bam, "H3K27me3")
         bam_s = time.perf_counter() - start
         load_end = bench.loadavg()
         n_counted = sum(len(p) for p in counted._positions.values())
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         f"| `python build.py` (whole command), {n_genes:,} genes x 5 bigWigs | "
         f"{n_chroms} chromosomes of {(per_chrom * SPACING + 20_000) / 1e6:.1f} Mb, 25-bp steps, "
         f"{track_mb:,.0f} MB of bigWigs | {build_s:.1f} | {n_genes / build_s:,.0f} genes/s |",
-        f"| reading one BAM (build.Track) | {n_reads:,} reads, {n_counted:,} counted | "
+        f"| reading one BAM (tracks.Track) | {n_reads:,} reads, {n_counted:,} counted | "
         f"{bam_s:.1f} | {n_reads / bam_s / 1e6:.2f} M reads/s |",
         "",
         f"Target: {20_000:,} genes x 5 bigWigs in <= {TARGET_S:.0f} s (scaled to {n_genes:,} "

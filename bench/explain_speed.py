@@ -1,4 +1,5 @@
-"""Speed of explain.py's attributions on one full-size test split, written into bench/RESULTS.md.
+"""Speed of the attributions (attribution.py, run by explain.py) on one full-size test split,
+written into bench/RESULTS.md.
 
     python bench/explain_speed.py            # 6,600 test genes: about 2 to 4 minutes on 2 cores
     python bench/explain_speed.py --tiny     # 60 genes: seconds, for the tests only
@@ -7,8 +8,8 @@ One cell is generated (synth.synthesize, seed 0, 6,601 genes per split, the test
 6,600 as in the real data) and its test split loaded; the network is a fresh, untrained
 Conv1DNet (seed 0): the time of a gradient does not depend on the weights' values, so no
 training is needed to time it. Timed, after a warm-up on a few genes (tracing): the default
-attributions (integrated gradients, explain.DEFAULT_STEPS steps, explain.BATCH_ROWS rows per
-batch) of the whole test split, and gradient x input. Target: integrated gradients on 6,600
+attributions (integrated gradients, attribution.DEFAULT_STEPS steps, attribution.BATCH_ROWS
+rows per batch) of the whole test split, and gradient x input. Target: integrated gradients on 6,600
 genes in under 120 s.
 
 The report is a Markdown block between ``<!-- explain_speed.py: LABEL begin -->`` and
@@ -33,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import attribution
 import bench
 import data
-import explain
 
 TARGET_S = 120.0
 FULL_TEST_GENES = bench.FULL_GENES[2]
@@ -44,7 +45,7 @@ FULL_TEST_GENES = bench.FULL_GENES[2]
 def timed(model, x, method: str, steps: int) -> tuple[float, float]:
     """Seconds for the attributions of x, and the largest completeness error (NaN for saliency)."""
     start = time.perf_counter()
-    attr, log_odds, zero = explain.attributions(model, x, method, steps)
+    attr, log_odds, zero = attribution.attributions(model, x, method, steps)
     seconds = time.perf_counter() - start
     if method != "integrated_gradients":
         return seconds, float("nan")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--steps",
         type=int,
-        default=explain.DEFAULT_STEPS,
+        default=attribution.DEFAULT_STEPS,
         help="integrated gradients steps [Default: %(default)s, explain.py's default]",
     )
     parser.add_argument(
@@ -97,8 +98,8 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(0)
     model = Convnet.Conv1DNet()
-    explain.attributions(model, split.x[:8], steps=args.steps)  # tracing, outside the clock
-    explain.attributions(model, split.x[:8], method="saliency")
+    attribution.attributions(model, split.x[:8], steps=args.steps)  # tracing, outside the clock
+    attribution.attributions(model, split.x[:8], method="saliency")
     load = bench.loadavg()
     ig_s, ig_error = timed(model, split.x, "integrated_gradients", args.steps)
     sal_s, _ = timed(model, split.x, "saliency", args.steps)
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
         f"<= {TARGET_S:.0f} s (scaled to {n:,} genes: {TARGET_S * n / FULL_TEST_GENES:.1f} s): "
         f"{met}. Completeness of integrated gradients on this untrained network: largest "
         f"|sum of attributions - (F(x) - F(0))| {ig_error:.2g} (log-odds). "
-        f"{explain.BATCH_ROWS} rows (genes x steps) per gradient batch; one more forward pass "
+        f"{attribution.BATCH_ROWS} rows (genes x steps) per gradient batch; one more forward pass "
         "per gene gives F(x). A fresh, untrained Conv1DNet: a gradient's time does not depend "
         "on the weights.",
     ]

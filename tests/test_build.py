@@ -1,5 +1,6 @@
-"""build.py: tracks and an annotation into main.py's input, checked against counts worked out by
-hand; and the round trip build -> main.py --data_dir -> main.py --predict."""
+"""build.py (with annotation.py and tracks.py): tracks and an annotation into main.py's input,
+checked against counts worked out by hand; and the round trip build -> main.py --data_dir ->
+main.py --predict."""
 
 import gzip
 import json
@@ -11,7 +12,9 @@ import pytest
 import build
 import data
 import synth
+from annotation import read_annotation
 from conftest import assert_one_line_error, run_script
+from tracks import Track
 
 MARKS = data.MARKS
 CHROMS = [("chr1", 20_000), ("chr2", 30_000)]
@@ -132,8 +135,8 @@ def hand(tmp_path_factory):
 
 def built_by_id(hand, **kw):
     root, tracks, gtf, expression = hand
-    genes = build.read_annotation(gtf)
-    opened = {m: build.Track(tracks[m], m) for m in MARKS}
+    genes = read_annotation(gtf)
+    opened = {m: Track(tracks[m], m) for m in MARKS}
     split = np.zeros(len(genes.ids), np.int8)
     expr = build.read_expression(expression) if kw.get("labels", True) else None
     built = build.build_cell(opened, genes, split, expr)
@@ -149,7 +152,7 @@ def expected(*cells):
 
 
 def test_annotation_tss_by_strand(hand):
-    genes = build.read_annotation(hand[2])
+    genes = read_annotation(hand[2])
     tss = dict(zip(genes.ids, genes.tss))
     assert tss[PLUS] == 8000 and tss[MINUS] == 14999 and tss[START] == 5000
     assert list(genes.ids) == [g[4] for g in GENES]  # ids kept as the annotation gives them
@@ -165,18 +168,18 @@ def test_annotation_ids_and_names_with_semicolons_and_hashes(tmp_path):
         + gtf_line("chr2", 3001, 3500, "+", "GENE")  # the same id elsewhere: first kept
         + "chr1\thand\tgene\t7001\t7500\t.\t+\t.\tgene_id PLAIN; gene_type lncRNA;\n"
     )
-    genes = build.read_annotation(path)
+    genes = read_annotation(path)
     assert list(genes.ids) == ["GENE;SEMI", "GENE#HASH", "GENE", "PLAIN"]
     assert list(genes.chrom) == ["HG002#1#chr1", "HG002#1#chr1", "chr1", "chr1"]
     assert list(genes.tss) == [1000, 5999, 9000, 7000]
     assert genes.elsewhere == 1
-    assert list(build.read_annotation(path, "lncRNA").ids) == ["PLAIN"]
+    assert list(read_annotation(path, "lncRNA").ids) == ["PLAIN"]
     gff = tmp_path / "genes.gff3"
     gff.write_text(
         "##gff-version 3\nchr1\thand\tgene\t101\t200\t.\t+\t.\tID=gene:A#1;Name=a\n"
         "chr1\thand\tgene\t301\t400\t.\t-\t.\tgene_id=B;ID=x\n"
     )
-    assert list(build.read_annotation(gff).ids) == ["gene:A#1", "B"]
+    assert list(read_annotation(gff).ids) == ["gene:A#1", "B"]
 
 
 def test_counts_match_hand_computed_values(hand):

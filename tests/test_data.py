@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import data
+import pooling
 import synth
 from conftest import ROOT, gene_rows, write_split
 
@@ -138,7 +139,7 @@ def test_list_cells_sorted_and_ignores_strays(tmp_path, tiny_dir):
 
 def test_mixed_loading(tiny_dir):
     cells = ["S001", "S003"]
-    mix = data.load_data_mix(tiny_dir, cells=cells, seed=5)
+    mix = pooling.load_data_mix(tiny_dir, cells=cells, seed=5)
     pooled = 2 * (40 + 40)
     assert len(mix.train.ids) == round(0.7 * pooled)
     assert len(mix.valid.ids) == pooled - round(0.7 * pooled)
@@ -163,9 +164,9 @@ def test_mixed_loading(tiny_dir):
     assert "S002" not in set(mix.train.cells) | set(mix.valid.cells)
     # shuffled (not cell after cell), and reproducible by seed
     assert (mix.train.cells[:10] != mix.train.cells[0]).any()
-    again = data.load_data_mix(tiny_dir, cells=cells, seed=5)
+    again = pooling.load_data_mix(tiny_dir, cells=cells, seed=5)
     np.testing.assert_array_equal(again.train.x, mix.train.x)
-    other = data.load_data_mix(tiny_dir, cells=cells, seed=6)
+    other = pooling.load_data_mix(tiny_dir, cells=cells, seed=6)
     assert not np.array_equal(other.train.ids, mix.train.ids)
 
 

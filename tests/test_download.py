@@ -21,6 +21,7 @@ import pytest
 import data
 import download
 import synth
+import unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "2652278"
@@ -516,7 +517,7 @@ def test_unsafe_member_refuses_the_whole_archive(tmp_path, cells_src, attack):
     path = tmp_path / f"bad.{kind}"
     path.write_bytes(blob)
     with pytest.raises(data.DataError, match=r"refused: member .* nothing was unpacked"):
-        download.unpack(path, out)
+        unpack.unpack(path, out)
     assert not outside.parent.exists()
     assert sorted(p.name for p in out.iterdir()) == []  # no cell, no temporary folder
 
@@ -541,7 +542,7 @@ def test_zip_symlink_member_is_refused(tmp_path):
     path.write_bytes(buf.getvalue())
     (tmp_path / "d").mkdir()
     with pytest.raises(data.DataError, match="symbolic link"):
-        download.unpack(path, tmp_path / "d")
+        unpack.unpack(path, tmp_path / "d")
     assert not (tmp_path / "d" / "S001").exists()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import attribution
 import data
 import explain
 from conftest import ROOT, assert_one_line_error, gene_rows, run_script, write_split
@@ -75,15 +76,15 @@ def planted(tmp_path_factory):
         "cell": cell,
         "model": trained,
         "path": root / "train" / "best_model.keras",
-        "ig": explain.attributions(trained, x),
-        "random_ig": explain.attributions(randomized, x),
+        "ig": attribution.attributions(trained, x),
+        "random_ig": attribution.attributions(randomized, x),
     }
 
 
 def window_masses(attr: np.ndarray) -> np.ndarray:
     """Mean |attribution| per gene of each mark in each of 9 windows of 11 bins (bins 1..99):
     float (5 marks, 9 windows); window 4 is bins 45-55."""
-    bins, _ = explain.split_inputs(np.abs(attr))
+    bins, _ = attribution.split_inputs(np.abs(attr))
     return bins[:, :99].reshape(len(attr), 9, 11, data.N_MARKS).sum(axis=2).mean(axis=0).T
 
 
@@ -142,7 +143,7 @@ def test_integrated_gradients_are_complete(planted):
     assert error.max() < 0.05, error.max()
     spread = np.abs(log_odds - zero).mean()
     assert spread > 1.0  # the check is not trivial: the model moves far from its baseline
-    attr64, _, _ = explain.attributions(planted["model"], planted["cell"].test.x[:20], steps=64)
+    attr64, _, _ = attribution.attributions(planted["model"], planted["cell"].test.x[:20], steps=64)
     error64 = np.abs(attr64.sum(axis=1) - (log_odds[:20] - zero))
     assert error64.max() < 0.005, error64.max()
 
@@ -165,8 +166,8 @@ def test_saliency_is_gradient_times_input(planted):
     import tensorflow as tf
 
     x = planted["cell"].test.x[:5]
-    attr, log_odds, _ = explain.attributions(planted["model"], x, method="saliency")
-    f = explain.logit_function(planted["model"])
+    attr, log_odds, _ = attribution.attributions(planted["model"], x, method="saliency")
+    f = attribution.logit_function(planted["model"])
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
@@ -184,12 +185,12 @@ def test_split_inputs_undoes_the_flattening():
     rng = np.random.default_rng(0)
     counts = rng.poisson(4.0, (3, data.N_BINS, data.N_MARKS))
     x = data.preprocess(counts)[:, :, 0]
-    bins, extra = explain.split_inputs(x)
+    bins, extra = attribution.split_inputs(x)
     per_bin = counts / np.maximum(counts.max(axis=2, keepdims=True), 1)
     np.testing.assert_allclose(bins, per_bin, rtol=1e-6)
     sums = per_bin.sum(axis=1)
     np.testing.assert_allclose(extra, sums / sums.max(axis=1, keepdims=True), rtol=1e-5)
-    bins500, extra500 = explain.split_inputs(x[:, :500])
+    bins500, extra500 = attribution.split_inputs(x[:, :500])
     assert extra500 is None and bins500.shape == (3, 100, 5)
 
 
@@ -198,9 +199,9 @@ def test_summary_table_groups_means_and_errors():
     attr = rng.normal(size=(7, 505)).astype(np.float32)
     labels = np.array([1, 1, 1, 0, 0, 0, 0])
     predicted = np.array([1, 1, 0, 0, 0, 0, 1])
-    table = explain.summary_table("C1", "saliency", attr, labels, predicted)
-    assert list(table.columns) == explain.TABLE_COLUMNS
-    assert len(table) == len(explain.GROUPS) * 505
+    table = attribution.summary_table("C1", "saliency", attr, labels, predicted)
+    assert list(table.columns) == attribution.TABLE_COLUMNS
+    assert len(table) == len(attribution.GROUPS) * 505
     n = table.groupby("group", sort=False)["n_genes"].first()
     assert n.to_dict() == {
         "high": 3,
@@ -219,11 +220,11 @@ def test_summary_table_groups_means_and_errors():
     assert list(extra["mark"]) == list(data.MARKS) and extra["bin"].isna().all()
     np.testing.assert_allclose(extra["mean"], attr[:, 500:].mean(axis=0), atol=1e-6)
     # A group of one gene has no standard error; an empty group no mean.
-    one = explain.summary_table("C1", "saliency", attr[:2], np.array([1, 0]), np.array([1, 1]))
+    one = attribution.summary_table("C1", "saliency", attr[:2], np.array([1, 0]), np.array([1, 1]))
     assert one[one.group == "low"]["sem"].isna().all()
     assert one[one.group == "low_correct"]["mean"].isna().all()
-    no_extra = explain.summary_table("C1", "saliency", attr[:, :500], labels, predicted)
-    assert (no_extra["feature"] == "bin").all() and len(no_extra) == len(explain.GROUPS) * 500
+    no_extra = attribution.summary_table("C1", "saliency", attr[:, :500], labels, predicted)
+    assert (no_extra["feature"] == "bin").all() and len(no_extra) == len(attribution.GROUPS) * 500
 
 
 def test_mark_totals_shares_add_up():
@@ -231,7 +232,7 @@ def test_mark_totals_shares_add_up():
     attr[0, 3] = 2.0  # H3K4me3, bin 1
     attr[1, 500 + 3] = -1.0  # H3K4me3's additional feature
     attr[1, 0] = 1.0  # H3K27me3, bin 1
-    totals = explain.mark_totals("C1", attr).set_index("mark")
+    totals = attribution.mark_totals("C1", attr).set_index("mark")
     assert totals.loc["H3K4me3", "importance"] == pytest.approx(1.5)
     assert totals.loc["H3K4me3", "mean"] == pytest.approx(0.5)
     assert totals.loc["H3K27me3", "importance"] == pytest.approx(0.5)
@@ -281,12 +282,12 @@ def test_command_on_each_kind_of_run(planted, kind, capsys):
     assert explain.main([str(run), "--genes", gene]) == 0
     out = run / CELL / "explain"
     table = pd.read_csv(out / "explain.csv", dtype={"cell": str})
-    assert list(table.columns) == explain.TABLE_COLUMNS
-    assert len(table) == len(explain.GROUPS) * 505
+    assert list(table.columns) == attribution.TABLE_COLUMNS
+    assert len(table) == len(attribution.GROUPS) * 505
     assert (out / "explain.png").stat().st_size > 10_000
     assert (out / f"gene-{gene}.png").is_file()
     marks = pd.read_csv(run / "explain-marks.csv")
-    assert list(marks.columns) == explain.MARKS_COLUMNS and list(marks.mark) == list(data.MARKS)
+    assert list(marks.columns) == attribution.MARKS_COLUMNS and list(marks.mark) == list(data.MARKS)
     assert marks.set_index("mark")["share"].idxmax() == "H3K4me3"
     assert (run / "explain-marks.png").is_file()
     said = capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 import data
 import experiments
 import main
+import pooling
 from conftest import assert_one_line_error
 from test_resume import run
 
@@ -118,7 +119,7 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     args = main.parse_args(["--data_dir", str(tiny_dir), "--holdout_cell", "S002"])
     cells = data.list_cells(tiny_dir)
     plan = experiments.pool_plan(args, cells)
-    mix = data.load_data_mix(tiny_dir, plan.pool, seed=5, tests=False, leave_out=plan.left_out)
+    mix = pooling.load_data_mix(tiny_dir, plan.pool, seed=5, tests=False, leave_out=plan.left_out)
     pooled = set(zip(mix.train.cells, mix.train.ids)) | set(zip(mix.valid.cells, mix.valid.ids))
     held = data.load_cell(tiny_dir / "S002")
     assert len(pooled) == 80 and not pooled & {("S002", g) for g in held.train.ids}

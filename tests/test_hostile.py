@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import data
+import pooling
 import results
 import synth
 from conftest import ROOT, assert_one_line_error, gene_rows, write_split
@@ -200,7 +201,7 @@ def test_mixed_memory_estimate_refuses(tmp_path, tiny_dir):
     )
     assert_one_line_error(res, "the mixed experiment on 3 cells needs about", "--max_memory")
     assert not (tmp_path / "r").exists()
-    need = data.mixed_bytes(tiny_dir, data.list_cells(tiny_dir))
+    need = pooling.mixed_bytes(tiny_dir, data.list_cells(tiny_dir))
     assert need == 3 * 3 * 40 * (505 * 4 + 8 + 2 * 64 * 4)  # ids and cell names up to 64 chars
 
 

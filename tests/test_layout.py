@@ -47,3 +47,24 @@ def test_lower_modules_import_nothing_above_them():
     assert reachable(graph, "config") == set()  # the configuration knows no other module
     # No module but the command line imports it.
     assert not [m for m in MODULES if "main" in graph[m]]
+    # The attempt loop runs the training it is given: restarts.py imports no TensorFlow, and
+    # the run folder, the pooling and the comparison train nothing.
+    for module in ("restarts", "rundir", "pooling", "compare", "attribution"):
+        assert not reachable(graph, module) & {"Convnet", "experiments", "main"}, module
+
+
+def test_no_module_over_700_lines():
+    """One concern per module: none of the project's top-level modules grows past 700 lines."""
+    sizes = {m: len((ROOT / f"{m}.py").read_text().splitlines()) for m in MODULES}
+    assert {m: n for m, n in sizes.items() if n > 700} == {}
+
+
+def test_no_tensorflow_at_import_where_promised():
+    """The command lines answer -h at once: these modules import TensorFlow and Keras only
+    inside functions."""
+    for module in ("main", "experiments", "restarts", "rundir", "config", "explain", "compare"):
+        tree = ast.parse((ROOT / f"{module}.py").read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.module}
+        assert not names & {"tensorflow", "keras", "Convnet"}, module

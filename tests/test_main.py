@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import data
+import distribute
 import main
 from conftest import ROOT, assert_one_line_error
 
@@ -80,7 +81,7 @@ def test_per_cell_run_writes_everything(per_cell_run, tiny_dir):
     assert "Cell 1/3: S001" in res.stdout and "Cell 3/3: S003" in res.stdout
     assert "mean AUC" in res.stdout and "median AUC" in res.stdout
     # TensorFlow's start-up INFO lines (oneDNN, CUDA) are kept off the terminal.
-    assert not [x for x in res.stderr.splitlines() if main.TF_INFO_LINE.match(x)], res.stderr
+    assert not [x for x in res.stderr.splitlines() if distribute.TF_INFO_LINE.match(x)], res.stderr
     args = pd.read_json(save / "args.json", typ="series")
     assert args["epochs"] == 1 and args["seed"] == 3 and not args["mix"]
     assert args["recipe"] == "default"  # which recipe ran is recorded
@@ -237,8 +238,8 @@ def test_only_tensorflows_info_lines_are_held_back():
         "ImportError: libcudart.so.12: cannot open shared object file",
         "  I0000 00:00:1.2   1 a.cc:1] quoted, not a log line",
     )
-    assert all(main.TF_INFO_LINE.match(x) for x in info)
-    assert not any(main.TF_INFO_LINE.match(x) for x in kept)
+    assert all(distribute.TF_INFO_LINE.match(x) for x in info)
+    assert not any(distribute.TF_INFO_LINE.match(x) for x in kept)
 
 
 def test_no_data_says_how_to_get_it(tmp_path):
@@ -281,7 +282,6 @@ def test_existing_results_are_not_overwritten(per_cell_run, tiny_dir):
 
 
 def test_mix_flag_parsing_and_default_save_dir(tmp_path, monkeypatch):
-    import main
 
     monkeypatch.chdir(tmp_path)
     assert main.parse_args(["--mix"]).mix is True
@@ -347,6 +347,6 @@ def test_summary_says_when_no_auc_is_defined(tmp_path, capsys):
     table = results.Results(tmp_path / "output.csv", ["A", "B"], resume=False)
     for cell in ("A", "B"):
         table.add({"cell": cell, "auc": float("nan"), "accuracy": 1.0, "n_test": 5})
-    main.print_summary(table)
+    results.print_summary(table)
     out = capsys.readouterr().out
     assert "2 cells, no AUC defined (each test split holds one class" in out, out

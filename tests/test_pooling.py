@@ -1,4 +1,4 @@
-"""What the pooled experiments train, validate and test on (pooling.py, data.load_data_mix)."""
+"""What the pooled experiments train, validate and test on (pooling.py)."""
 
 import json
 import shutil
@@ -43,7 +43,7 @@ def test_pooled_gene_ids_are_kept_whole(tmp_path):
                 r for i, g in enumerate(genes) for r in gene_rows(g, rng.poisson(2, (100, 5)), i)
             ]
             write_split(tmp_path / cell / "classification" / f"{split}.csv", rows)
-    mix = data.load_data_mix(tmp_path, seed=0)
+    mix = pooling.load_data_mix(tmp_path, seed=0)
     pooled = set(mix.train.ids) | set(mix.valid.ids)
     assert pooled == {g for c in ("E001", "E002") for s in ("train", "valid") for g in names[c, s]}
     # Whole ids match, so a tested gene is found in the pool by its id.
@@ -57,8 +57,8 @@ def test_aligned_splits_pool_the_same_with_or_without_leaving_out(tiny_dir):
     assert plan.rows_left_out == 0 and len(plan.left_out) == 0
     assert all(c == {"test_in_pool": 0, "test_seen": 0} for c in plan.counts.values())
     tested = set().union(*(ids_of(tiny_dir, c, "test") for c in cells))
-    paper = data.load_data_mix(tiny_dir, cells, seed=5)
-    held = data.load_data_mix(tiny_dir, cells, seed=5, leave_out=tested)
+    paper = pooling.load_data_mix(tiny_dir, cells, seed=5)
+    held = pooling.load_data_mix(tiny_dir, cells, seed=5, leave_out=tested)
     for a, b in ((paper.train, held.train), (paper.valid, held.valid)):
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.ids, b.ids)
@@ -67,15 +67,15 @@ def test_aligned_splits_pool_the_same_with_or_without_leaving_out(tiny_dir):
 
 def test_split_by_gene_puts_each_gene_on_one_side(tiny_dir):
     cells = data.list_cells(tiny_dir)
-    by_row = data.load_data_mix(tiny_dir, cells, seed=5)
+    by_row = pooling.load_data_mix(tiny_dir, cells, seed=5)
     assert set(by_row.train.ids) & set(by_row.valid.ids)  # the paper's split: both sides
-    mix = data.load_data_mix(tiny_dir, cells, seed=5, by_gene=True)
+    mix = pooling.load_data_mix(tiny_dir, cells, seed=5, by_gene=True)
     assert not set(mix.train.ids) & set(mix.valid.ids)
     assert len(mix.train.ids) + len(mix.valid.ids) == 3 * 2 * 40
     # Each gene has 3 rows (one per cell): the cut lands within a gene of 70%.
     assert abs(len(mix.train.ids) - 0.7 * 240) <= 3
     assert len(set(zip(mix.train.cells, mix.train.ids))) == len(mix.train.ids)  # no row twice
-    again = data.load_data_mix(tiny_dir, cells, seed=5, by_gene=True)
+    again = pooling.load_data_mix(tiny_dir, cells, seed=5, by_gene=True)
     np.testing.assert_array_equal(again.train.ids, mix.train.ids)
 
 
@@ -87,7 +87,7 @@ def test_misaligned_splits_are_counted_and_left_out(misaligned):
         assert held.counts[cell] == {"test_in_pool": 40, "test_seen": 0}
         assert paper.counts[cell] == {"test_in_pool": 40, "test_seen": 40}
     assert paper.rows_left_out == 0 and held.rows_left_out == 120 and held.rows == 120
-    mix = data.load_data_mix(misaligned, cells, seed=5, leave_out=held.left_out)
+    mix = pooling.load_data_mix(misaligned, cells, seed=5, leave_out=held.left_out)
     tested = set().union(*(ids_of(misaligned, c, "test") for c in cells))
     assert not (set(mix.train.ids) | set(mix.valid.ids)) & tested
     assert len(mix.train.ids) + len(mix.valid.ids) == 120

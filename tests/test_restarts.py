@@ -1,4 +1,4 @@
-"""Restarts of a stalled or collapsed training (restarts.py, experiments.train_model).
+"""Restarts of a stalled or collapsed training (restarts.py: the rule and the attempt loop).
 
 The rule is checked on made-up validation curves; the attempts' bookkeeping (which attempt is
 tested, where each one's files go, attempts.csv) with a fake training; and main.py end to end
@@ -9,7 +9,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -160,14 +159,15 @@ def test_when_every_attempt_failed_the_choice_is_by_val_auc():
 # The attempts' bookkeeping, with a fake training (no TensorFlow training)
 
 
-def fake_training(script):
-    """A stand-in for experiments._train_once: attempt n writes files naming its seed and
-    returns script[n - 1] = (val_accuracy per epoch, best epoch or None, Failure or None)."""
+def fake_training(script, folder):
+    """A stand-in for the training step restarts.train is given (experiments._train_once in a
+    run): attempt n writes files naming its seed and returns script[n - 1] = (val_accuracy per
+    epoch, best epoch or None, Failure or None)."""
     import Convnet
 
     calls = []
 
-    def train_once(args, train, valid, folder, seed, start, epochs, lr, majority):
+    def step(seed, epochs, majority):
         val_acc, best, failure = script[len(calls)]
         calls.append((seed, majority))
         folder.mkdir(parents=True, exist_ok=True)
@@ -187,32 +187,30 @@ def fake_training(script):
         result = Convnet.TrainResult(history, best, "", "", diverged)
         return result, failure
 
-    return train_once, calls
-
-
-def fake_args(restarts_=2):
-    return SimpleNamespace(
-        restarts=restarts_, epochs=5, lr=0.001, monitor="val_accuracy", recipe="default"
-    )
+    return step, calls
 
 
 def fake_split(n=600):
-    return SimpleNamespace(labels=np.arange(n) % 2)
+    return np.arange(n) % 2
 
 
 @pytest.fixture
-def fake_run(monkeypatch):
-    import Convnet
-    import experiments
-
-    monkeypatch.setattr(Convnet, "load_model", lambda path: Path(path).read_text())
-
-    def go(script, folder, restarts_=2, split=None):
-        train_once, calls = fake_training(script)
-        monkeypatch.setattr(experiments, "_train_once", train_once)
-        trained = experiments.train_model(
-            fake_args(restarts_), None, split or fake_split(), folder, seed=11
+def fake_run():
+    def go(script, folder, restarts_=2, labels=None):
+        step, calls = fake_training(script, folder)
+        trained = restarts.train(
+            step,
+            folder,
+            11,
+            fake_split() if labels is None else labels,
+            5,
+            restarts=restarts_,
+            monitor="val_accuracy",
+            recipe="default",
+            lr=0.001,
         )
+        # The model tested: the caller loads the folder's best_model.keras.
+        trained.model = (folder / "best_model.keras").read_text()
         return trained, calls
 
     return go
@@ -290,22 +288,20 @@ def test_a_failed_attempt_already_at_full_length_is_not_trained_again(fake_run, 
 
 
 def test_no_attempt_with_a_model_is_an_experiment_error(fake_run, tmp_path):
-    import experiments
+    import config
 
     script = [([0.5], None, "diverged")] * 3
-    with pytest.raises(experiments.ExperimentError, match="before any epoch could be kept"):
+    with pytest.raises(config.ExperimentError, match="before any epoch could be kept"):
         fake_run(script, tmp_path / "S001")
 
 
 def test_restarts_0_and_a_small_validation_split_train_once(fake_run, tmp_path, capsys):
-    import experiments
-
-    experiments._SAID.clear()
+    restarts._SAID.clear()
     trained, calls = fake_run([([0.5, 0.7], 2, None)], tmp_path / "a", restarts_=0)
     assert trained.attempts == 1 and calls[0][1] is None  # no guard
     assert trained.sound is True  # judged all the same
     assert not (tmp_path / "a" / "attempts.csv").exists()
-    trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "b", split=fake_split(100))
+    trained, calls = fake_run([([0.5, 0.5], 2, None)], tmp_path / "b", labels=fake_split(100))
     assert trained.attempts == 1 and calls[0][1] is None
     assert trained.sound is None  # too few validation genes to judge
     assert "No restarts: the validation split has 100 genes" in capsys.readouterr().out

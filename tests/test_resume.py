@@ -231,7 +231,7 @@ def test_a_stop_request_waits_for_a_batch_and_a_second_one_stops_at_once(capfd):
     import keras
     import numpy as np
 
-    from experiments import StopRequest
+    from rundir import StopRequest
 
     stop = StopRequest()
     stop._handle(signal.SIGINT, None)  # the first signal only records the request...
