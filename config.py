@@ -68,6 +68,10 @@ class Config:
     scale_lr: bool = False
     mixed_precision: str = "auto"
     jit: bool = False
+    engine: str = "sequential"
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    scheduler: str | None = None
     deterministic: bool | None = None
 
     def __post_init__(self):

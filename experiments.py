@@ -10,6 +10,7 @@ results.py's, the figures utils.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -167,18 +168,29 @@ def unfinished_cells(run, cells: list[str], save: Path, results: Results, doing=
 
 def run_per_cell(run, cells: list[str], save: Path, results: Results) -> None:
     for cell, c, start in unfinished_cells(run, cells, save, results):
-        trained = train_model(run, c.train, c.valid, save / cell, cell_seed(run, cell))
-        row = test_cell(trained.model, cell, c.test, save / cell, trained.best_epoch)
-        row["attempts"] = trained.attempts
-        row["sound"] = trained.sound
+        row = train_and_test(run, cell, c, save / cell)
         results.add(row)  # after every cell: a stopped run keeps what finished
-        tries = f", {trained.attempts} attempts" if trained.attempts > 1 else ""
-        unsound = ", NOT SOUND" if trained.sound is False else ""
-        print(
-            f"Cell {cell}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
-            f"best epoch {trained.best_epoch}{tries}{unsound}, {time.time() - start:.0f}s",
-            flush=True,
-        )
+        print(per_cell_line(row, time.time() - start), flush=True)
+
+
+def train_and_test(run, cell: str, c, folder: Path, _=None) -> dict:
+    """One cell of the per-cell experiment, its files written into `folder`: train a model on
+    its train split (validated on its valid split), test it on its test split; its row."""
+    trained = train_model(run, c.train, c.valid, folder, cell_seed(run, cell))
+    row = test_cell(trained.model, cell, c.test, folder, trained.best_epoch)
+    row["attempts"] = trained.attempts
+    row["sound"] = trained.sound
+    return row
+
+
+def per_cell_line(row: dict, seconds: float) -> str:
+    """The console line of a finished cell."""
+    tries = f", {row['attempts']} attempts" if row["attempts"] > 1 else ""
+    unsound = ", NOT SOUND" if row["sound"] is False else ""
+    return (
+        f"Cell {row['cell']}: test AUC {row['auc']:.4f}, accuracy {row['accuracy']:.4f}, "
+        f"best epoch {row['best_epoch']}{tries}{unsound}, {seconds:.0f}s"
+    )
 
 
 def pool_plan(run, cells: list[str]) -> pooling.Plan:
@@ -300,82 +312,121 @@ def mixed_memory_check(run, cells: list[str]) -> None:
         )
 
 
+@dataclasses.dataclass
+class Pretrained:
+    """The mixed model that fine-tuning starts from: its file, its best epoch, attempts and
+    soundness (None where unknown), and the pooling plan whose counts each row reports."""
+
+    path: Path
+    best_epoch: int | None
+    attempts: int | None
+    sound: bool | None
+    plan: pooling.Plan
+
+
+def fine_tuned_cells(run, cells: list[str]) -> list[str]:
+    """The cells fine-tuning tests: the held-out cell alone, or every chosen cell."""
+    return [run.holdout_cell] if run.holdout_cell else cells
+
+
 def run_finetune(run, cells: list[str], save: Path, results: Results) -> None:
     """Pre-train the mixed model (or take --weights), then per cell: test it, fine-tune it on
     the cell's own train/valid splits, and test the fine-tuned model. With --holdout_cell the
     pre-training pool leaves that cell out and only that cell is fine-tuned."""
-    import Convnet
-
-    targets = [run.holdout_cell] if run.holdout_cell else cells
+    targets = fine_tuned_cells(run, cells)
     if all(results.done(c) for c in targets):
         return
+    pre = pretrain(run, cells, save)
+    for cell, c, start in unfinished_cells(run, targets, save, results, ": fine-tuning"):
+        row = finetune_cell(run, cell, c, save / cell, pre)
+        results.add(row)
+        print(finetune_line(row, time.time() - start), flush=True)
+
+
+def pretrain(run, cells: list[str], save: Path) -> Pretrained:
+    """The mixed model fine-tuning starts from: --weights' model (its record read from the
+    trained.json beside it), or one pre-trained here on the pool (unless a resumed run did)."""
     if run.weights:
         (pretrained,) = weights_paths(run, cells)  # checked by check_weights before the run
         marker = pretrained.parent / "trained.json"
         trained = json.loads(marker.read_text()) if marker.exists() else {}
-        best_mixed, attempts_mixed = trained.get("best_epoch"), trained.get("attempts")
-        sound_mixed = trained.get("sound")
-        plan = pooling.of_saved_model(run.data_dir, trained, targets, run.features)
+        plan = pooling.of_saved_model(
+            run.data_dir, trained, fine_tuned_cells(run, cells), run.features
+        )
         for line in plan.describe():
             print(line, flush=True)
-    else:
-        plan = pool_plan(run, cells)
-        mix = load_pool(run, plan, tests=False)
-        rundir.STOP.check()
-        print(
-            f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
-            f"genes pooled from {len(plan.pool)} cells, {split_words(plan, mix)}",
-            flush=True,
+        return Pretrained(
+            pretrained,
+            trained.get("best_epoch"),
+            trained.get("attempts"),
+            trained.get("sound"),
+            plan,
         )
-        best_mixed, attempts_mixed, sound_mixed = train_mixed(run, mix, save, plan.pool, plan)
-        del mix  # the pooled arrays are not needed for fine-tuning
-        pretrained = save / "best_model.keras"
-        if run.chief_trained:
-            # A worker resuming with the chief: it needs the chief's pre-trained model.
-            pretrained = Path(run.save_dir) / "best_model.keras"
-            if not pretrained.is_file():
-                raise ExperimentError(
-                    f"{pretrained}: this worker needs the chief's pre-trained "
-                    "model: put --save_dir on a shared file system"
-                )
-    for cell, c, start in unfinished_cells(run, targets, save, results, ": fine-tuning"):
-        mixed = test_cell(
-            Convnet.load_model(str(pretrained)), cell, c.test, save / cell / "mixed", best_mixed
-        )
-        trained = train_model(
-            run,
-            c.train,
-            c.valid,
-            save / cell,
-            cell_seed(run, cell),
-            start=pretrained,
-            epochs=run.finetune_epochs,
-            lr=run.finetune_lr,
-        )
-        best_epoch = trained.best_epoch
-        tuned = test_cell(trained.model, cell, c.test, save / cell, best_epoch)
-        results.add(
-            {
-                "cell": cell,
-                "auc_mixed": mixed["auc"],
-                "auc_finetuned": tuned["auc"],
-                "accuracy_mixed": mixed["accuracy"],
-                "accuracy_finetuned": tuned["accuracy"],
-                "n_test": tuned["n_test"],
-                "best_epoch_mixed": best_mixed,
-                "best_epoch_finetuned": best_epoch,
-                "attempts_mixed": attempts_mixed,
-                "attempts_finetuned": trained.attempts,
-                "sound_mixed": sound_mixed,
-                "sound_finetuned": trained.sound,
-                **plan.row_counts(cell),
-            }
-        )
-        print(
-            f"Cell {cell}: test AUC mixed {mixed['auc']:.4f}, fine-tuned {tuned['auc']:.4f}, "
-            f"best epoch {best_epoch}, {time.time() - start:.0f}s",
-            flush=True,
-        )
+    plan = pool_plan(run, cells)
+    mix = load_pool(run, plan, tests=False)
+    rundir.STOP.check()
+    print(
+        f"Pre-training: {len(mix.train.ids)} train / {len(mix.valid.ids)} validation "
+        f"genes pooled from {len(plan.pool)} cells, {split_words(plan, mix)}",
+        flush=True,
+    )
+    best, attempts, sound = train_mixed(run, mix, save, plan.pool, plan)
+    del mix  # the pooled arrays are not needed for fine-tuning
+    pretrained = save / "best_model.keras"
+    if run.chief_trained:
+        # A worker resuming with the chief: it needs the chief's pre-trained model.
+        pretrained = Path(run.save_dir) / "best_model.keras"
+        if not pretrained.is_file():
+            raise ExperimentError(
+                f"{pretrained}: this worker needs the chief's pre-trained "
+                "model: put --save_dir on a shared file system"
+            )
+    return Pretrained(pretrained, best, attempts, sound, plan)
+
+
+def finetune_cell(run, cell: str, c, folder: Path, pre: Pretrained) -> dict:
+    """One cell of fine-tuning, its files written into `folder`: test the mixed model on the
+    cell's test split (folder/mixed), fine-tune it on the cell's train/valid splits, test the
+    fine-tuned model; its row."""
+    import Convnet
+
+    mixed = test_cell(
+        Convnet.load_model(str(pre.path)), cell, c.test, folder / "mixed", pre.best_epoch
+    )
+    trained = train_model(
+        run,
+        c.train,
+        c.valid,
+        folder,
+        cell_seed(run, cell),
+        start=pre.path,
+        epochs=run.finetune_epochs,
+        lr=run.finetune_lr,
+    )
+    tuned = test_cell(trained.model, cell, c.test, folder, trained.best_epoch)
+    return {
+        "cell": cell,
+        "auc_mixed": mixed["auc"],
+        "auc_finetuned": tuned["auc"],
+        "accuracy_mixed": mixed["accuracy"],
+        "accuracy_finetuned": tuned["accuracy"],
+        "n_test": tuned["n_test"],
+        "best_epoch_mixed": pre.best_epoch,
+        "best_epoch_finetuned": trained.best_epoch,
+        "attempts_mixed": pre.attempts,
+        "attempts_finetuned": trained.attempts,
+        "sound_mixed": pre.sound,
+        "sound_finetuned": trained.sound,
+        **pre.plan.row_counts(cell),
+    }
+
+
+def finetune_line(row: dict, seconds: float) -> str:
+    """The console line of a fine-tuned cell."""
+    return (
+        f"Cell {row['cell']}: test AUC mixed {row['auc_mixed']:.4f}, fine-tuned "
+        f"{row['auc_finetuned']:.4f}, best epoch {row['best_epoch_finetuned']}, {seconds:.0f}s"
+    )
 
 
 def pretraining_cells(run, cells: list[str]) -> list[str]:

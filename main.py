@@ -22,6 +22,7 @@ from pathlib import Path
 import config
 import data
 import distribute
+import engine
 import experiments
 import files
 import pooling
@@ -31,7 +32,19 @@ import rundir
 
 # Settings that may change between a run and its --resume: where things go and what is
 # logged, not what is computed.
-RESUME_FREE = {"save_dir", "resume", "overwrite", "debug", "max_memory", "distribute", "devices"}
+RESUME_FREE = {
+    "save_dir",
+    "resume",
+    "overwrite",
+    "debug",
+    "max_memory",
+    "distribute",
+    "devices",
+    "engine",
+    "workers",
+    "threads_per_worker",
+    "scheduler",
+}
 NO_DATA_HELP = (
     "the data (56 cell types, https://zenodo.org/record/2652278) is not in {data_dir}. Get it "
     "with: python download.py --data_dir {data_dir} (downloads, verifies and unpacks it; "
@@ -282,13 +295,46 @@ def build_parser() -> argparse.ArgumentParser:
         "measured (docs/speed.md), and on GPUs of compute capability 8.0 and up, float32 "
         "elsewhere; float16 is for GPUs only (refused on a machine without one); off: "
         "float32 throughout, the paper's arithmetic; the run's Devices line and args.json "
-        "say which (default: auto)",
+        "say which",
     )
     hw.add_argument(
         "--jit",
         action="store_true",
         help="compile the training steps with XLA; not with --seed, whose "
         "deterministic ops exclude XLA (default: off)",
+    )
+    n = engine.cores()
+    many = p.add_argument_group("many cells at once (docs/hardware.md)")
+    many.add_argument(
+        "--engine",
+        default="sequential",
+        choices=engine.ENGINES,
+        help="sequential: one cell after another in this process; dask: each cell (each "
+        "fine-tuned cell) a Dask task in a worker process of its own, on a local cluster "
+        "started here or on the cluster at --scheduler, with the same results; a mixed model "
+        "alone, --weights and --predict run here either way",
+    )
+    many.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="with --engine dask, the local cluster's worker processes, one cell each at a "
+        f"time (default: the cores over --threads_per_worker: {engine.default_workers(n_cores=n)} "
+        f"on this machine's {n} cores)",
+    )
+    many.add_argument(
+        "--threads_per_worker",
+        type=int,
+        default=None,
+        help="with --engine dask, TensorFlow's threads in each worker (default: 1 on up to 4 "
+        f"cores, else 2: {engine.default_threads(n)} here)",
+    )
+    many.add_argument(
+        "--scheduler",
+        default=None,
+        help="with --engine dask, the address of a running Dask scheduler to send the cells "
+        "to, e.g. tcp://head:8786 (default: the DASK_SCHEDULER_ADDRESS environment variable "
+        "if set, else a local cluster)",
     )
     return p
 
@@ -347,6 +393,9 @@ def check_settings(args, before_resume: bool = False) -> None:
         distribute.check_args(args)
     except distribute.DeviceError as e:
         raise UsageError(str(e)) from None
+    problem = engine.check_settings(args)
+    if problem:
+        raise UsageError(problem)
 
 
 def parse_args(argv=None) -> config.Config:
@@ -608,6 +657,10 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
         if args.mix
         else experiments.run_per_cell
     )
+    if engine.spreads(args):
+        experiment = engine.run_cells
+    elif args.engine == "dask":
+        print("--engine dask: this run trains no cell on its own, so it runs here", flush=True)
     rundir.STOP.install()
     table = table_rows.path
     try:

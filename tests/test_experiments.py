@@ -62,7 +62,9 @@ def test_a_per_cell_run_then_predict_and_explain_from_python(tiny_dir, tmp_path,
     assert len(predicted) == 120  # 40 genes in each of the three splits
     tested = pd.read_csv(save / "S001" / "predictions.csv", dtype={"gene_id": str})
     same = predicted[predicted.split == "test"].reset_index(drop=True)
-    pd.testing.assert_series_equal(same.probability, tested.probability, check_exact=False, rtol=1e-6)
+    pd.testing.assert_series_equal(
+        same.probability, tested.probability, check_exact=False, rtol=1e-6
+    )
 
     # explain.py reads the run folder args.json and output.csv name.
     (save / "args.json").write_text(json.dumps(start(cfg).record(["S001"])))

@@ -1,0 +1,456 @@
+"""Many cells at once: a run's cells as Dask tasks (``main.py --engine dask``), on a local cluster
+of worker processes started here, or on a running cluster joined by its address.
+
+A unit of work is one cell: its training and test in the per-cell experiment
+(experiments.train_and_test), its fine-tuning after the pre-training in --finetune and
+--holdout_cell (experiments.finetune_cell; the pre-training runs here first, in this process).
+Each task trains one cell in one worker process, with that worker's share of the cores as
+TensorFlow's threads, the run's seed, precision and deterministic ops, exactly as the sequential
+run trains it; the sequential run's per-cell loop and this one call the same functions.
+
+The run folder stays the one source of truth: this process (the driver) alone writes the
+results table, args.json and the summary, and moves each finished cell's folder into place. A
+task writes its files into a private folder, save/.tasks/<key>/<cell>, when every worker can
+read and write the run folder (a shared file system, always so on one machine), or into a
+temporary folder of its own machine, whose files it sends back as bytes; the data are read from
+--data_dir when every worker sees it, or sent to the workers as the cell's arrays. Both are
+checked when the cluster is reached, and said in one line.
+
+A worker killed during a cell has that cell run again on another worker (Dask's own
+rescheduling, up to MAX_TRIES times on a local cluster; the scheduler's
+distributed.scheduler.allowed-failures on another one); a cell that fails that often is
+reported in one line and the others go on. --resume runs only the cells not in the table.
+
+TensorFlow is imported only inside functions, as in experiments.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import data
+import experiments
+import rundir
+from config import ExperimentError
+
+ENGINES = ("sequential", "dask")
+# How many times a cell is started before it counts as failed, when a worker dies under it.
+MAX_TRIES = 3
+TASKS = ".tasks"  # the run folder's private folders of the tasks in flight
+CONNECT_TIMEOUT_S = 10
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(n_cores: int | None = None) -> int:
+    """TensorFlow threads per worker: the network's batches of 100 genes use a few threads
+    well, not many; 1 on up to 4 cores, 2 above."""
+    return 1 if (n_cores or cores()) <= 4 else 2
+
+
+def default_workers(threads: int | None = None, n_cores: int | None = None) -> int:
+    """Worker processes of a local cluster: as many as the cores hold at ``threads`` each."""
+    n = n_cores or cores()
+    return max(1, n // (threads or default_threads(n)))
+
+
+def check_settings(cfg) -> str | None:
+    """What is wrong with the engine's flags, in one line; None when they are fine. No Dask or
+    TensorFlow is imported."""
+    if cfg.workers is not None and cfg.workers < 1:
+        return f"--workers must be at least 1, got {cfg.workers}"
+    if cfg.threads_per_worker is not None and cfg.threads_per_worker < 1:
+        return f"--threads_per_worker must be at least 1, got {cfg.threads_per_worker}"
+    if cfg.engine != "dask":
+        for name in ("workers", "threads_per_worker", "scheduler"):
+            if getattr(cfg, name) is not None:
+                return f"--{name} applies to --engine dask"
+        return None
+    if cfg.distribute != "none":
+        return (
+            f"--engine dask trains each cell in a worker process of its own, one device each: "
+            f"it cannot be combined with --distribute {cfg.distribute}"
+        )
+    if cfg.scheduler is not None and cfg.workers is not None:
+        return "--workers starts a local cluster: leave it out with --scheduler"
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        return "--engine dask needs Dask: python -m pip install -r requirements.txt"
+    return None
+
+
+def scheduler_address(cfg) -> str | None:
+    """--scheduler, else the address Dask itself is configured with (the environment variable
+    DASK_SCHEDULER_ADDRESS, or Dask's configuration files); None: start a local cluster."""
+    if cfg.scheduler:
+        return cfg.scheduler
+    import dask
+
+    return dask.config.get("scheduler-address", None) or None
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def spreads(run) -> bool:
+    """Whether this run's experiment has cells to spread: per-cell training and fine-tuning
+    do; a mixed model alone (--mix) is one training, and --weights/--predict test saved
+    models (cheap, in this process)."""
+    return run.engine == "dask" and (run.finetune or not (run.mix or run.weights))
+
+
+def run_cells(run, cells: list[str], save: Path, results) -> None:
+    """The per-cell experiment, or fine-tuning, with each cell a Dask task (see the module
+    docstring); raises ExperimentError when a cell failed or a task raised one."""
+    kind = "finetune" if run.finetune else "per_cell"
+    targets = experiments.fine_tuned_cells(run, cells) if kind == "finetune" else cells
+    todo = [c for c in targets if not results.done(c)]
+    for i, cell in enumerate(targets, 1):
+        if results.done(cell):
+            print(f"Cell {i}/{len(targets)}: {cell}: finished earlier, kept", flush=True)
+    if not todo:
+        return
+    pre = experiments.pretrain(run, cells, save) if kind == "finetune" else None
+    with connect(run) as client:
+        tasks = save / TASKS
+        shutil.rmtree(tasks, ignore_errors=True)  # what an interrupted run's tasks left
+        tasks.mkdir()
+        try:
+            shared_files, shared_data = check_cluster(client, tasks, run.data_dir, todo)
+            _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared_data)
+        finally:
+            shutil.rmtree(tasks, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def connect(run):
+    """A Dask client: of the cluster at --scheduler (or Dask's configured address), or of a
+    local cluster of --workers processes started here and closed after; says which."""
+    from distributed import Client
+
+    address = scheduler_address(run)
+    threads = run.threads_per_worker or default_threads()
+    if address:
+        try:
+            client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except (OSError, TimeoutError) as e:
+            raise ExperimentError(
+                f"--scheduler {address}: no Dask scheduler answered within "
+                f"{CONNECT_TIMEOUT_S} s ({type(e).__name__}); start one with: dask scheduler"
+            ) from None
+        with client:
+            n = len(client.scheduler_info().get("workers", {}))
+            print(f"Dask: the cluster at {address}, {n} workers{_dashboard(client)}", flush=True)
+            yield client
+        return
+    cluster = local_cluster(run.workers or default_workers(threads), threads)
+    with cluster, Client(cluster) as client:
+        print(
+            f"Dask: a local cluster of {len(cluster.workers)} workers x {threads} threads"
+            f"{_dashboard(client)}",
+            flush=True,
+        )
+        yield client
+
+
+def local_cluster(workers: int, threads: int):
+    """A cluster of `workers` processes on this machine, each running one cell at a time with
+    ``threads`` TensorFlow threads, its logs quiet; a worker that dies is started again."""
+    import importlib.util
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    dask.config.set({"distributed.scheduler.allowed-failures": MAX_TRIES - 1})
+    has_dashboard = importlib.util.find_spec("bokeh") is not None
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,  # one cell at a time; TensorFlow's own threads are `threads`
+        processes=True,
+        dashboard_address=":0" if has_dashboard else None,
+        silence_logs=logging.ERROR,
+        # Threads of the numerical libraries, set before a worker imports them.
+        env={"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads)},
+    )
+
+
+def _dashboard(client) -> str:
+    """ ", dashboard <its address>" where the cluster has one (Dask's dashboard needs Bokeh)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return ""
+    try:
+        return f", dashboard {client.dashboard_link}"
+    except Exception:  # no diagnostics server on that scheduler
+        return ""
+
+
+def check_cluster(client, tasks: Path, data_dir: str, cells: list[str]) -> tuple[bool, bool]:
+    """(whether every worker reads and writes the run folder, whether every worker reads the
+    cells' files in --data_dir), found by asking them; said in one line."""
+    token = secrets.token_hex(8)
+    probe = tasks / "probe"
+    probe.write_text(token)
+    seen = client.run(_sees_run_folder, str(probe), token)
+    files = bool(seen) and all(seen.values())
+    paths = [str(data.classification_dir(Path(data_dir) / c)) for c in cells]
+    found = client.run(_sees_data, paths)
+    inputs = bool(found) and all(found.values())
+    probe.unlink(missing_ok=True)
+    print(
+        "Dask: "
+        + (
+            "the workers write into the run folder (a shared file system)"
+            if files
+            else "the run folder is not shared: the workers send their files back"
+        )
+        + "; "
+        + (
+            "they read the data from --data_dir"
+            if inputs
+            else "--data_dir is not shared: each cell's arrays are sent to the workers"
+        ),
+        flush=True,
+    )
+    return files, inputs
+
+
+def _sees_run_folder(probe: str, token: str) -> bool:
+    path = Path(probe)
+    try:
+        if path.read_text() != token:
+            return False
+        mine = path.with_name(f"probe-{os.getpid()}-{secrets.token_hex(4)}")
+        mine.write_text(token)
+        mine.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _sees_data(paths: list[str]) -> bool:
+    return all((Path(p) / f"{s}.csv").is_file() for p in paths for s in data.SPLITS)
+
+
+def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared_data):
+    """Submit one task per cell, then take each as it finishes: its folder into place, its row
+    into the table, its line on the console."""
+    from distributed import wait
+    from distributed.client import FutureCancelledError
+
+    settings = dict(
+        cfg=run.config,
+        seed=run.seed,
+        precision=run.mixed_precision,
+        threads=run.threads_per_worker or default_threads(),
+    )
+    model = None
+    if pre is not None:
+        pre_bytes = None if shared_files else pre.path.read_bytes()
+        # One copy per worker, not one per task; a list, so the pair travels as one object.
+        (model,) = client.scatter([(pre, pre_bytes)], broadcast=True)
+    futures = {}
+    for cell in todo:
+        cells_data = None
+        if not shared_data:
+            cells_data = client.scatter(
+                data.load_cell(Path(run.data_dir) / cell, additional_features=run.features)
+            )
+        key = f"{kind}-{cell}-{secrets.token_hex(4)}"
+        where = str(save / TASKS / key) if shared_files else None
+        future = client.submit(
+            cell_task, kind, cell, where, cells_data, model, key=key, pure=False, **settings
+        )
+        futures[future] = cell
+    pending, failed, number = set(futures), [], {c: i for i, c in enumerate(todo, 1)}
+    try:
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=1, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none finished within the second: look for a stop request
+                done = ()
+            for future in done:
+                cell = futures[future]
+                try:
+                    row, seconds, payload = future.result()
+                except (ExperimentError, data.DataError):
+                    raise
+                except (FutureCancelledError, Exception) as e:
+                    if not _worker_died(e):
+                        raise
+                    failed.append(cell)
+                    print(
+                        f"error: cell {cell}: failed: its worker died {MAX_TRIES} times while "
+                        f"training it ({type(e).__name__}); the other cells go on",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
+                _place(save, cell, future.key, payload, shared_files)
+                results.add(row)
+                line = (
+                    experiments.finetune_line if kind == "finetune" else experiments.per_cell_line
+                )
+                print(f"{line(row, seconds)} ({number[cell]}/{len(todo)})", flush=True)
+            rundir.STOP.check()
+    finally:
+        for future in pending:
+            future.cancel()
+    if failed:
+        raise ExperimentError(
+            f"{len(failed)} of {len(todo)} cells failed ({', '.join(failed)}); the others are "
+            f"in {results.path}; resume with: {rundir.resume_command(save)}"
+        )
+
+
+def _worker_died(error: BaseException) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(error, KilledWorker)
+
+
+def _place(save: Path, cell: str, key: str, payload: bytes | None, shared_files: bool) -> None:
+    """A finished task's cell folder into save/cell, replacing what an earlier try left."""
+    target = save / cell
+    shutil.rmtree(target, ignore_errors=True)
+    if shared_files:
+        os.replace(save / TASKS / key / cell, target)
+        return
+    staging = save / TASKS / key
+    with zipfile.ZipFile(io.BytesIO(payload)) as z:
+        z.extractall(staging)
+    os.replace(staging / cell, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# A worker
+
+
+_WORKER: dict = {}
+
+
+def worker_run(cfg, seed: int, precision: str, threads: int):
+    """This worker process's run (config.Run), TensorFlow set up the first time: its threads,
+    deterministic ops when the run has them, its INFO lines quiet."""
+    import config
+    import distribute
+
+    if "run" not in _WORKER:
+        distribute.import_tensorflow_quietly()
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already running in this process: its threads stay
+            pass
+        tf.get_logger().setLevel("ERROR")
+        if cfg.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        isolate_keras_seeds()
+        _WORKER["run"] = config.Run(
+            cfg,
+            strategy=tf.distribute.get_strategy(),
+            seed=seed,
+            mixed_precision=precision,
+        )
+    run = _WORKER["run"]
+    if (run.config, run.seed, run.mixed_precision) != (cfg, seed, precision):
+        _WORKER["run"] = config.Run(
+            cfg, strategy=run.strategy, seed=seed, mixed_precision=precision
+        )
+    return _WORKER["run"]
+
+
+def isolate_keras_seeds() -> None:
+    """Give Keras a Python random generator of its own in this worker.
+
+    Keras draws the seeds of layers and initializers that have none from Python's global
+    ``random`` (keras.utils.set_random_seed seeds it). In a worker, Dask's event loop draws
+    from that generator too, in another thread, between the seeding and the network's
+    construction, so the initial weights came out different from one run to the next (a cell
+    of the sample data: test AUC 0.701, 0.779 or 0.800 for one seed). With a generator of its
+    own, seeded by the same call, Keras draws exactly what it draws in the sequential run,
+    where nothing else uses ``random``."""
+    import random
+
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    for module, name in ((seed_generator, "python_random"), (rng_utils, "random")):
+        if getattr(module, name, None) is not random:
+            import keras
+
+            raise ExperimentError(
+                f"Keras {keras.__version__} no longer draws its seeds where this version of "
+                f"engine.py expects ({module.__name__}.{name}), so a Dask worker cannot train "
+                "a cell reproducibly; run without --engine dask"
+            )
+    own = random.Random()
+    seed_generator.python_random = own
+    rng_utils.random = own
+
+
+def cell_task(kind, cell, where, cell_data, model, *, cfg, seed, precision, threads):
+    """One cell, in a worker: train (and test) it into `where`/cell, or into a temporary folder
+    whose files are returned as a zip archive's bytes; returns (its row, seconds, the bytes or
+    None). Its console lines are dropped: the driver prints one line per cell."""
+    import keras
+
+    run = worker_run(cfg, seed, precision, threads)
+    start = time.time()
+    keras.backend.clear_session()  # a fresh graph per cell, as the sequential run does
+    c = cell_data
+    if c is None:
+        c = data.load_cell(Path(cfg.data_dir) / cell, additional_features=run.features)
+    own = None if where else Path(tempfile.mkdtemp(prefix="cell-"))
+    folder = (Path(where) if where else own) / cell
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if kind == "finetune":
+                pre, pre_bytes = model
+                if pre_bytes is not None:  # the run folder is not shared: a copy here
+                    local = folder.parent / "pretrained.keras"
+                    local.write_bytes(pre_bytes)
+                    pre = experiments.Pretrained(
+                        local, pre.best_epoch, pre.attempts, pre.sound, pre.plan
+                    )
+                row = experiments.finetune_cell(run, cell, c, folder, pre)
+            else:
+                row = experiments.train_and_test(run, cell, c, folder)
+        payload = None if where else _pack(folder)
+    finally:
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+    return row, time.time() - start, payload
+
+
+def _pack(folder: Path) -> bytes:
+    """A folder's files as a zip archive's bytes, paths under the folder's own name."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(folder.parent).as_posix())
+    return buffer.getvalue()
