@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -93,6 +94,30 @@ def check_settings(cfg) -> str | None:
     if importlib.util.find_spec("distributed") is None:
         return "--engine dask needs Dask: python -m pip install -r requirements.txt"
     return None
+
+
+def check_reachable(address: str) -> str | None:
+    """Whether anything answers at a tcp:// scheduler address (a plain TCP connection, so a
+    wrong address is refused in seconds, before TensorFlow starts); the problem in one line,
+    or None. Other protocols are left to Dask."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if "://" not in address:
+        address = f"tcp://{address}"
+    parts = urlsplit(address)
+    if parts.scheme != "tcp":
+        return None
+    try:
+        port = parts.port or 8786
+        with socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
+            return None
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return (
+            f"--scheduler {address}: no Dask scheduler answers there ({why}); start one "
+            "with: dask scheduler, or leave --scheduler out for a local cluster"
+        )
 
 
 def scheduler_address(cfg) -> str | None:
@@ -263,25 +288,33 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
         precision=run.mixed_precision,
         threads=run.threads_per_worker or default_threads(),
     )
-    model = None
-    if pre is not None:
-        pre_bytes = None if shared_files else pre.path.read_bytes()
-        # One copy per worker, not one per task; a list, so the pair travels as one object.
-        (model,) = client.scatter([(pre, pre_bytes)], broadcast=True)
+    # The pre-trained model and (when not shared) the cells' arrays travel inside the tasks,
+    # not scattered to one worker ahead: a task whose worker dies is run again elsewhere, and
+    # data held only by that worker would be lost with it.
+    model = None if pre is None else (pre, None if shared_files else pre.path.read_bytes())
+    queue = list(todo)
+    # Tasks in flight at a time: enough to keep every worker busy, few enough that the arrays
+    # of sent cells are not all held at once.
+    window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     futures = {}
-    for cell in todo:
-        cells_data = None
+
+    def submit_next():
+        cell = queue.pop(0)
+        cell_data = None
         if not shared_data:
-            cells_data = client.scatter(
-                data.load_cell(Path(run.data_dir) / cell, additional_features=run.features)
-            )
+            cell_data = data.load_cell(Path(run.data_dir) / cell, additional_features=run.features)
         key = f"{kind}-{cell}-{secrets.token_hex(4)}"
         where = str(save / TASKS / key) if shared_files else None
-        future = client.submit(
-            cell_task, kind, cell, where, cells_data, model, key=key, pure=False, **settings
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "large object in the task graph"
+            future = client.submit(
+                cell_task, kind, cell, where, cell_data, model, key=key, pure=False, **settings
+            )
         futures[future] = cell
-    pending, failed, number = set(futures), [], {c: i for i, c in enumerate(todo, 1)}
+        return future
+
+    pending = {submit_next() for _ in range(min(window, len(queue)))}
+    failed, finished = [], 0
     try:
         while pending:
             try:
@@ -310,7 +343,10 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
                 line = (
                     experiments.finetune_line if kind == "finetune" else experiments.per_cell_line
                 )
-                print(f"{line(row, seconds)} ({number[cell]}/{len(todo)})", flush=True)
+                finished += 1
+                print(f"{line(row, seconds)} ({finished} of {len(todo)} done)", flush=True)
+            while queue and len(pending) < window:
+                pending.add(submit_next())
             rundir.STOP.check()
     finally:
         for future in pending:
@@ -414,9 +450,9 @@ def cell_task(kind, cell, where, cell_data, model, *, cfg, seed, precision, thre
     """One cell, in a worker: train (and test) it into `where`/cell, or into a temporary folder
     whose files are returned as a zip archive's bytes; returns (its row, seconds, the bytes or
     None). Its console lines are dropped: the driver prints one line per cell."""
+    run = worker_run(cfg, seed, precision, threads)  # imports TensorFlow quietly, first
     import keras
 
-    run = worker_run(cfg, seed, precision, threads)
     start = time.time()
     keras.backend.clear_session()  # a fresh graph per cell, as the sequential run does
     c = cell_data

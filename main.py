@@ -389,13 +389,13 @@ def check_settings(args, before_resume: bool = False) -> None:
             raise UsageError(
                 f"--{name} applies to training a pooled model (--mix, --finetune, --holdout_cell)"
             )
+    problem = engine.check_settings(args)
+    if problem:
+        raise UsageError(problem)
     try:
         distribute.check_args(args)
     except distribute.DeviceError as e:
         raise UsageError(str(e)) from None
-    problem = engine.check_settings(args)
-    if problem:
-        raise UsageError(problem)
 
 
 def parse_args(argv=None) -> config.Config:
@@ -606,6 +606,10 @@ def check_inputs(argv) -> tuple[config.Config, list[str]]:
         )
     if args.mix and not args.weights:
         experiments.pool_plan(args, cells).check(data_dir)
+    if engine.spreads(args) and engine.scheduler_address(args):
+        problem = engine.check_reachable(engine.scheduler_address(args))
+        if problem:
+            raise UsageError(problem)
     return args, cells
 
 
