@@ -303,3 +303,15 @@ def test_pooled_overlap_tiny_run(tmp_path):
     rows = re.findall(r"^\| (S00\d) \| 40 \| (\d+) \|", block, re.M)
     assert [c for c, _ in rows] == ["S001", "S002", "S003"]
     assert all(int(n) > 0 for _, n in rows)  # the misaligned cells' test genes are in the pool
+
+
+@pytest.mark.slow
+def test_engine_speed_tiny_run(tmp_path):
+    block = tiny_block("engine_speed.py", tmp_path)
+    assert "<!-- engine_speed.py: tiny begin -->" in block
+    assert re.search(
+        r"^\| sequential \(1 process, all \d+ cores\) \| \d+ \| [\d.]+ \|$", block, re.M
+    )
+    assert re.search(r"^\| dask, \d+ workers x \d+ thread\(s\) \| \d+ \| [\d.]+ \|$", block, re.M)
+    assert "The two results tables are identical." in block
+    assert re.search(r"a task that does nothing \d+ ms", block)
