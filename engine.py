@@ -70,6 +70,43 @@ def default_workers(threads: int | None = None, n_cores: int | None = None) -> i
     return max(1, n // (threads or default_threads(n)))
 
 
+def add_arguments(p) -> None:
+    """main.py's flags of the engine, in their own group."""
+    n = cores()
+    many = p.add_argument_group("many cells at once (docs/hardware.md)")
+    many.add_argument(
+        "--engine",
+        default="sequential",
+        choices=ENGINES,
+        help="sequential: one cell after another in this process; dask: each cell (each "
+        "fine-tuned cell) a Dask task in a worker process of its own, on a local cluster "
+        "started here or on the cluster at --scheduler, with the same results; a mixed model "
+        "alone, --weights and --predict run here either way",
+    )
+    many.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="with --engine dask, the local cluster's worker processes, one cell each at a "
+        f"time (default: the cores over --threads_per_worker: {default_workers(n_cores=n)} "
+        f"on this machine's {n} cores)",
+    )
+    many.add_argument(
+        "--threads_per_worker",
+        type=int,
+        default=None,
+        help="with --engine dask, TensorFlow's threads in each worker (default: 1 on up to 4 "
+        f"cores, else 2: {default_threads(n)} here)",
+    )
+    many.add_argument(
+        "--scheduler",
+        default=None,
+        help="with --engine dask, the address of a running Dask scheduler to send the cells "
+        "to, e.g. tcp://head:8786 (default: the DASK_SCHEDULER_ADDRESS environment variable "
+        "if set, else a local cluster)",
+    )
+
+
 def check_settings(cfg) -> str | None:
     """What is wrong with the engine's flags, in one line; None when they are fine. No Dask or
     TensorFlow is imported."""
@@ -395,6 +432,8 @@ def worker_run(cfg, seed: int, precision: str, threads: int):
         import tensorflow as tf
 
         try:
+            # Both pools at the worker's share: inter-op threads run kernels too, and 2 of them
+            # beside 1 intra-op thread oversubscribed 2 cores (bench/RESULTS.md, engine_speed).
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already running in this process: its threads stay

@@ -303,39 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the training steps with XLA; not with --seed, whose "
         "deterministic ops exclude XLA (default: off)",
     )
-    n = engine.cores()
-    many = p.add_argument_group("many cells at once (docs/hardware.md)")
-    many.add_argument(
-        "--engine",
-        default="sequential",
-        choices=engine.ENGINES,
-        help="sequential: one cell after another in this process; dask: each cell (each "
-        "fine-tuned cell) a Dask task in a worker process of its own, on a local cluster "
-        "started here or on the cluster at --scheduler, with the same results; a mixed model "
-        "alone, --weights and --predict run here either way",
-    )
-    many.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="with --engine dask, the local cluster's worker processes, one cell each at a "
-        f"time (default: the cores over --threads_per_worker: {engine.default_workers(n_cores=n)} "
-        f"on this machine's {n} cores)",
-    )
-    many.add_argument(
-        "--threads_per_worker",
-        type=int,
-        default=None,
-        help="with --engine dask, TensorFlow's threads in each worker (default: 1 on up to 4 "
-        f"cores, else 2: {engine.default_threads(n)} here)",
-    )
-    many.add_argument(
-        "--scheduler",
-        default=None,
-        help="with --engine dask, the address of a running Dask scheduler to send the cells "
-        "to, e.g. tcp://head:8786 (default: the DASK_SCHEDULER_ADDRESS environment variable "
-        "if set, else a local cluster)",
-    )
+    engine.add_arguments(p)
     return p
 
 

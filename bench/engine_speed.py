@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         "",
         f"dask over sequential: **{ratio:.2f}x** the cells per hour (target {TARGET}x on 2 "
         f"cores: {'met' if ratio >= TARGET else 'NOT met'}). The two results tables are "
-        f"{'identical' if same else 'different (threads: float32 sums rounded in another order)'}.",
+        f"{'identical' if same else 'different: the sequential run used more threads per model, so its sums were rounded in another order'}.",
         "",
         f"The engine's own cost: starting the local cluster {cost['cluster_s']:.1f} s; a task "
         f"that does nothing {cost['noop_ms']:.0f} ms from submit to result; a task carrying "

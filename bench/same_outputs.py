@@ -13,9 +13,9 @@ The commands (2 epochs, seed 1, float32 so that the arithmetic is the same on ev
 
 Fingerprinted: results tables, logs, predictions, attempts and training records, explain
 tables (SHA-256 of the bytes); not models, figures or TensorBoard files (they hold timestamps
-or library versions), nor args.json's save_dir; the temporary folder's path is written as
-WORK wherever a file names it. Differences are listed file by file; exit
-status 1 when there is one.
+or library versions), nor args.json's save_dir and --engine's settings; the temporary
+folder's path is written as WORK wherever a file names it. Differences are listed file by
+file; exit status 1 when there is one.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def fingerprint(folder: Path, work: Path) -> dict[str, str]:
             settings = json.loads(data)
             settings.pop("save_dir", None)
             settings.pop("weights", None)
+            for key in ("engine", "workers", "threads_per_worker", "scheduler"):
+                settings.pop(key, None)  # how the cells were spread (issue 31), not what ran
             data = json.dumps(settings, sort_keys=True).encode()
         found[str(path.relative_to(folder))] = hashlib.sha256(data).hexdigest()
     return found
