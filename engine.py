@@ -3,7 +3,9 @@ of worker processes started here, or on a running cluster joined by its address.
 
 A unit of work is one cell: its training and test in the per-cell experiment
 (experiments.train_and_test), its fine-tuning after the pre-training in --finetune and
---holdout_cell (experiments.finetune_cell; the pre-training runs here first, in this process).
+--holdout_cell (experiments.finetune_cell; the pre-training runs here first, in this process),
+its test or prediction with a saved model under --weights and --predict
+(experiments.test_saved, predict_saved).
 Each task trains one cell in one worker process, with that worker's share of the cores as
 TensorFlow's threads, the run's seed, precision and deterministic ops, exactly as the sequential
 run trains it; the sequential run's per-cell loop and this one call the same functions.
@@ -78,10 +80,10 @@ def add_arguments(p) -> None:
         "--engine",
         default="sequential",
         choices=ENGINES,
-        help="sequential: one cell after another in this process; dask: each cell (each "
-        "fine-tuned cell) a Dask task in a worker process of its own, on a local cluster "
-        "started here or on the cluster at --scheduler, with the same results; a mixed model "
-        "alone, --weights and --predict run here either way",
+        help="sequential: one cell after another in this process; dask: each cell (trained, "
+        "fine-tuned, or tested or predicted with --weights) a Dask task in a worker process of "
+        "its own, on a local cluster started here or on the cluster at --scheduler, with the "
+        "same results; a mixed model alone (--mix) runs here either way",
     )
     many.add_argument(
         "--workers",
@@ -172,16 +174,24 @@ def scheduler_address(cfg) -> str | None:
 
 
 def spreads(run) -> bool:
-    """Whether this run's experiment has cells to spread: per-cell training and fine-tuning
-    do; a mixed model alone (--mix) is one training, and --weights/--predict test saved
-    models (cheap, in this process)."""
-    return run.engine == "dask" and (run.finetune or not (run.mix or run.weights))
+    """Whether this run's experiment has cells to spread: per-cell training, fine-tuning and
+    testing or predicting with saved models do; a mixed model alone (--mix) is one training."""
+    return run.engine == "dask" and (run.finetune or not run.mix)
+
+
+def kind_of(run) -> str:
+    """The unit of work of this run's experiment (cell_task's kind)."""
+    if run.finetune:
+        return "finetune"
+    if run.predict is not None:
+        return "predict"
+    return "weights" if run.weights else "per_cell"
 
 
 def run_cells(run, cells: list[str], save: Path, results) -> None:
     """The per-cell experiment, or fine-tuning, with each cell a Dask task (see the module
     docstring); raises ExperimentError when a cell failed or a task raised one."""
-    kind = "finetune" if run.finetune else "per_cell"
+    kind = kind_of(run)
     targets = experiments.fine_tuned_cells(run, cells) if kind == "finetune" else cells
     todo = [c for c in targets if not results.done(c)]
     for i, cell in enumerate(targets, 1):
@@ -329,7 +339,11 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
     # not scattered to one worker ahead: a task whose worker dies is run again elsewhere, and
     # data held only by that worker would be lost with it.
     model = None if pre is None else (pre, None if shared_files else pre.path.read_bytes())
+    saved = {}
+    if kind in ("weights", "predict"):
+        saved = dict(zip(todo, experiments.weights_paths(run, todo)))
     queue = list(todo)
+    number = {c: i for i, c in enumerate(todo, 1)}
     # Tasks in flight at a time: enough to keep every worker busy, few enough that the arrays
     # of sent cells are not all held at once.
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
@@ -337,16 +351,21 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
 
     def submit_next():
         cell = queue.pop(0)
-        cell_data = None
+        cell_data, unit_model = None, model
+        if cell in saved:  # a saved model: its file, or its bytes where the folder is not shared
+            path = saved[cell]
+            unit_model = (str(path), None if shared_files else path.read_bytes())
         if not shared_data:
-            cell_data = data.load_cell(Path(run.data_dir) / cell, additional_features=run.features)
+            features = run.features if cell not in saved else _reads_features(saved[cell])
+            cell_data = experiments.unit_data(run, cell, features, kind)
         key = f"{kind}-{cell}-{secrets.token_hex(4)}"
         where = str(save / TASKS / key) if shared_files else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "large object in the task graph"
             future = client.submit(
-                cell_task, kind, cell, where, cell_data, model, key=key, pure=False, **settings
-            )
+                cell_task, kind, cell, where, cell_data, unit_model, key=key, pure=False,
+                **settings,
+            )  # fmt: skip
         futures[future] = cell
         return future
 
@@ -376,12 +395,18 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
                     )
                     continue
                 _place(save, cell, future.key, payload, shared_files)
+                if cell in saved:
+                    row = experiments.with_record(row, saved[cell], kind)
                 results.add(row)
-                line = (
-                    experiments.finetune_line if kind == "finetune" else experiments.per_cell_line
-                )
                 finished += 1
-                print(f"{line(row, seconds)} ({finished} of {len(todo)} done)", flush=True)
+                said = (
+                    experiments.saved_line(kind, number[cell], len(todo), row, saved[cell])
+                    if cell in saved
+                    else experiments.finetune_line(row, seconds)
+                    if kind == "finetune"
+                    else experiments.per_cell_line(row, seconds)
+                )
+                print(f"{said} ({finished} of {len(todo)} done)", flush=True)
             while queue and len(pending) < window:
                 pending.add(submit_next())
             rundir.STOP.check()
@@ -393,6 +418,13 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
             f"{len(failed)} of {len(todo)} cells failed ({', '.join(failed)}); the others are "
             f"in {results.path}; resume with: {rundir.resume_command(save)}"
         )
+
+
+def _reads_features(path: Path) -> bool:
+    """Whether the saved model `path` reads the 5 additional features (its input length)."""
+    import Convnet
+
+    return Convnet.load_checked(path).input_shape[1] == data.input_length(True)
 
 
 def _worker_died(error: BaseException) -> bool:
@@ -494,16 +526,30 @@ def cell_task(kind, cell, where, cell_data, model, *, cfg, seed, precision, thre
 
     start = time.time()
     keras.backend.clear_session()  # a fresh graph per cell, as the sequential run does
-    c = cell_data
-    if c is None:
-        c = data.load_cell(Path(cfg.data_dir) / cell, additional_features=run.features)
     own = None if where else Path(tempfile.mkdtemp(prefix="cell-"))
     folder = (Path(where) if where else own) / cell
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    features, saved_model = run.features, None
+    if kind in ("weights", "predict"):
+        import Convnet
+
+        path, blob = model
+        if blob is not None:  # the run folder is not shared: a copy here
+            path = folder.parent / "saved.keras"
+            path.write_bytes(blob)
+        saved_model = Convnet.load_checked(Path(path))
+        features = saved_model.input_shape[1] == data.input_length(True)
+    c = cell_data
+    if c is None:
+        c = experiments.unit_data(run, cell, features, kind)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            if kind == "finetune":
+            if kind == "weights":
+                row = experiments.test_saved(run, cell, c, folder, saved_model)
+            elif kind == "predict":
+                row = experiments.predict_saved(run, cell, c, folder, saved_model)
+            elif kind == "finetune":
                 pre, pre_bytes = model
                 if pre_bytes is not None:  # the run folder is not shared: a copy here
                     local = folder.parent / "pretrained.keras"

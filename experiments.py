@@ -459,48 +459,77 @@ def saved_models(run, cells: list[str], results: Results):
 def run_weights(run, cells: list[str], save: Path, results: Results) -> None:
     """Test saved model(s) on each chosen cell's test split, without training."""
     for i, cell, path, model, features in saved_models(run, cells, results):
-        split = data.load_cell(Path(run.data_dir) / cell, additional_features=features).test
-        row = test_cell(model, cell, split, save / cell, None)
-        row["sound"] = recorded_soundness(path)
+        c = unit_data(run, cell, features, "weights")
+        row = with_record(test_saved(run, cell, c, save / cell, model), path, "weights")
         results.add(row)
-        print(f"Cell {i}/{len(cells)}: {cell}: test AUC {row['auc']:.4f} ({path})", flush=True)
+        print(saved_line("weights", i, len(cells), row, path), flush=True)
 
 
 def run_predict(run, cells: list[str], save: Path, results: Results) -> None:
     """Predict every gene of each chosen cell with saved model(s), labels or not: per cell,
     predictions.csv over its three splits; the test split's AUC only where it has labels."""
+    for i, cell, path, model, features in saved_models(run, cells, results):
+        c = unit_data(run, cell, features, "predict")
+        row = with_record(predict_saved(run, cell, c, save / cell, model), path, "predict")
+        results.add(row)
+        print(saved_line("predict", i, len(cells), row, path), flush=True)
+
+
+def unit_data(run, cell: str, features: bool, kind: str):
+    """A cell's data as a unit of work of `kind` reads it ("per_cell", "finetune", "weights",
+    "predict"): with the additional features or not (a saved model's input says which); only
+    --predict takes cells without labels."""
+    return data.load_cell(
+        Path(run.data_dir) / cell, additional_features=features, unlabeled_ok=kind == "predict"
+    )
+
+
+def test_saved(run, cell: str, c, folder: Path, model) -> dict:
+    """One cell's test split tested with a saved model, into `folder`; its row (without the
+    model's record: with_record adds it)."""
+    return test_cell(model, cell, c.test, folder, None)
+
+
+def predict_saved(run, cell: str, c, folder: Path, model) -> dict:
+    """Every gene of one cell predicted with a saved model, into folder/predictions.csv; its
+    row (without the model's record: with_record adds it)."""
     import Convnet
 
-    for i, cell, path, model, features in saved_models(run, cells, results):
-        splits = data.load_cell(
-            Path(run.data_dir) / cell, additional_features=features, unlabeled_ok=True
-        )
-        predicted = {}
-        for name in data.SPLITS:
-            split = getattr(splits, name)
-            predicted[name] = (split, Convnet.predict_proba(model, split.x))
-        folder = save / cell
-        folder.mkdir(parents=True, exist_ok=True)
-        write_cell_predictions(folder, predicted)
-        proba = np.concatenate([p for _, p in predicted.values()])
-        test, test_proba = predicted["test"]
-        auc = Convnet.roc_auc(test.y, test_proba) if test.y is not None else None
-        row = {
-            "cell": cell,
-            "n_genes": len(proba),
-            "predicted_high": float(np.mean(proba >= 0.5)),
-            "auc": auc,
-            "n_test": len(test.ids),
-            "model": str(path),
-            "sound": recorded_soundness(path),
-        }
-        results.add(row)
-        scored = f", test AUC {auc:.4f}" if auc is not None else " (no labels)"
-        print(
-            f"Cell {i}/{len(cells)}: {cell}: {len(proba):,} genes predicted, "
-            f"{row['predicted_high']:.1%} high{scored} ({path})",
-            flush=True,
-        )
+    predicted = {}
+    for name in data.SPLITS:
+        split = getattr(c, name)
+        predicted[name] = (split, Convnet.predict_proba(model, split.x))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_cell_predictions(folder, predicted)
+    proba = np.concatenate([p for _, p in predicted.values()])
+    test, test_proba = predicted["test"]
+    return {
+        "cell": cell,
+        "n_genes": len(proba),
+        "predicted_high": float(np.mean(proba >= 0.5)),
+        "auc": Convnet.roc_auc(test.y, test_proba) if test.y is not None else None,
+        "n_test": len(test.ids),
+    }
+
+
+def with_record(row: dict, path: Path, kind: str) -> dict:
+    """A saved model's row completed with what is known of the model file `path`: whether it
+    was judged sound when trained, and (for --predict) its path."""
+    if kind == "predict":
+        row["model"] = str(path)
+    row["sound"] = recorded_soundness(path)
+    return row
+
+
+def saved_line(kind: str, i: int, n: int, row: dict, path: Path) -> str:
+    """The console line of a cell tested (--weights) or predicted (--predict)."""
+    if kind == "weights":
+        return f"Cell {i}/{n}: {row['cell']}: test AUC {row['auc']:.4f} ({path})"
+    scored = f", test AUC {row['auc']:.4f}" if row["auc"] is not None else " (no labels)"
+    return (
+        f"Cell {i}/{n}: {row['cell']}: {row['n_genes']:,} genes predicted, "
+        f"{row['predicted_high']:.1%} high{scored} ({path})"
+    )
 
 
 def recorded_soundness(path: Path) -> bool | None:

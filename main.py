@@ -632,7 +632,7 @@ def run(args, cells: list[str], save: Path, table_rows) -> int:
     if engine.spreads(args):
         experiment = engine.run_cells
     elif args.engine == "dask":
-        print("--engine dask: this run trains no cell on its own, so it runs here", flush=True)
+        print("--engine dask: a mixed model alone is one training, so it runs here", flush=True)
     rundir.STOP.install()
     table = table_rows.path
     try:

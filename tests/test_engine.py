@@ -1,6 +1,7 @@
 """--engine dask (engine.py): the cells as Dask tasks on a local cluster of 2 worker processes
-give the sequential run's files; a worker killed under a cell has it run again; a killed driver
-resumes with the unfinished cells only; bad settings are one line."""
+give the sequential run's files (per-cell, fine-tuning, leave-one-out, --weights, --predict); a
+worker killed under a cell has it run again; a killed driver resumes with the unfinished cells
+only; bad settings are one line."""
 
 import json
 import os
@@ -75,6 +76,10 @@ def test_defaults_share_the_cores():
     assert engine.spreads(cfg) and not engine.spreads(config.Config())
     assert not engine.spreads(config.Config(engine="dask", mix=True))  # one model
     assert engine.spreads(config.Config(engine="dask", finetune=True))
+    predict = config.Config(engine="dask", weights="m.keras", predict="d")
+    assert engine.spreads(predict) and engine.kind_of(predict) == "predict"
+    assert engine.kind_of(config.Config(weights="m.keras")) == "weights"
+    assert engine.kind_of(config.Config(holdout_cell="E003")) == "finetune"
 
 
 def test_keras_draws_its_seeds_from_its_own_generator(monkeypatch):
@@ -129,7 +134,7 @@ def test_a_cell_folder_sent_back_as_bytes_lands_whole(tmp_path):
 
 
 @pytest.mark.slow
-def test_per_cell_finetune_and_leave_one_out_equal_the_sequential_runs(tmp_path):
+def test_every_spread_experiment_equals_the_sequential_run(tmp_path):
     data = ROOT / "sample_data"
     cells = ["S001", "S002", "S003"]
     common = ["--data_dir", data, "--epochs", 1, "--seed", 4, "--mixed_precision", "off"]
@@ -156,6 +161,22 @@ def test_per_cell_finetune_and_leave_one_out_equal_the_sequential_runs(tmp_path)
         assert not (dask / engine.TASKS).exists()
         recorded = json.loads((dask / "args.json").read_text())
         assert recorded["engine"] == "dask" and recorded["workers"] == 2
+    # The per-cell run's models, tested (--weights) and predicting every gene (--predict).
+    models = tmp_path / "percell-seq"
+    for name, flags, table in (
+        ("weights", ["--weights", models, "--data_dir", data], "output.csv"),
+        ("predict", ["--weights", models, "--predict", data], "output-predict.csv"),
+    ):
+        seq, dask = tmp_path / f"{name}-seq", tmp_path / f"{name}-dask"
+        res = main_py(*flags, "--seed", 4, "--save_dir", seq)
+        assert res.returncode == 0, res.stderr[-2000:]
+        res = main_py(*flags, "--seed", 4, "--save_dir", dask, "--engine", "dask", "--workers", 2)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert res.stdout.count(" done)") == 3, res.stdout
+        assert (seq / table).read_bytes() == (dask / table).read_bytes()
+        for cell in cells:
+            name = "predictions.csv"
+            assert (seq / cell / name).read_bytes() == (dask / cell / name).read_bytes(), cell
 
 
 KILLER = '''

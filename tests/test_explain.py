@@ -364,7 +364,7 @@ def test_a_run_folder_it_cannot_write_is_found_before_the_maps(planted, monkeypa
     def never(*args, **kwargs):
         raise AssertionError("the maps were computed before the folder was checked")
 
-    monkeypatch.setattr(explain, "attributions", never)
+    monkeypatch.setattr(attribution, "attributions", never)
     refuse_writes_under(monkeypatch, run)
     assert explain.main([str(run)]) == 2
     err = capsys.readouterr().err
