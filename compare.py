@@ -28,12 +28,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import files  # noqa: E402
-from data import VARIANT_LABELS, DataError  # noqa: E402
+from data import VARIANT_LABELS  # noqa: E402
 from results import (  # noqa: E402
     GAPS,
     ROOT,
     InputError,
     display_path,
+    exit_status,
     field_count_problem,
     read_csv_rows,
 )
@@ -473,15 +474,7 @@ def command(args, notes) -> None:
 def main(argv=None) -> int:
     args = add_arguments(argparse.ArgumentParser(prog="compare.py", description=DESCRIPTION))
     args = args.parse_args(argv)
-    try:
-        command(args, notes=lambda text: print(text, file=sys.stderr))
-    except (InputError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only folder, a full disk: nothing half written is left
-        print(f"error: {files.write_problem(e)}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: command(args, notes=lambda text: print(text, file=sys.stderr)))
 
 
 if __name__ == "__main__":

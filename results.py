@@ -11,6 +11,7 @@ import csv
 import math
 import os
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,21 @@ ROOT = Path(__file__).resolve().parent
 
 class InputError(Exception):
     """A bad file or argument; reported in one line with exit status 2."""
+
+
+def exit_status(work) -> int:
+    """Run a command's `work`; 0 when it ends, 2 with one line on stderr when it meets bad
+    input (InputError, DataError) or cannot write (a read-only folder, a full disk: what it
+    writes is whole or not there). For utils.py, compare.py and images/make_images.py."""
+    try:
+        work()
+    except (InputError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {files.write_problem(e)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def display_path(path: Path) -> str:

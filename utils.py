@@ -43,6 +43,7 @@ from results import (  # noqa: E402
     ROOT,
     InputError,
     display_path,
+    exit_status,
     field_count_problem,
     read_csv_rows,
 )
@@ -570,10 +571,10 @@ def main(argv=None) -> int:
     def note(text):
         print(text, file=sys.stderr)
 
-    try:
+    def work():
         if args.command == "plot":
-            return _plot_command(args)
-        if args.command == "compare":
+            _plot_command(args)
+        elif args.command == "compare":
             compare.command(args, notes=note)
         elif args.command == "data":
             genes = None
@@ -592,13 +593,8 @@ def main(argv=None) -> int:
             model = Convnet.Conv1DNet(variant=args.variant)
             title = model_title(model, args.variant)
             print(f"wrote {plot_model(model, args.out, args.style, title)}")
-    except (InputError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only folder, a full disk: nothing half written is left
-        print(f"error: {files.write_problem(e)}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(work)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ sys.path.insert(0, str(ROOT))  # the project's modules, from wherever this is ru
 
 import compare  # noqa: E402
 import data  # noqa: E402
-import files  # noqa: E402
 import synth  # noqa: E402
 import utils  # noqa: E402
-from results import InputError, display_path  # noqa: E402
+from results import InputError, display_path, exit_status  # noqa: E402
 
 IMAGES = ROOT / "images"
 SAMPLE_DATA = ROOT / "sample_data"
@@ -216,7 +215,7 @@ def main(argv=None) -> int:
     def note(text):
         print(text, file=sys.stderr)
 
-    try:
+    def work():
         outdir = Path(args.outdir)
         if args.rerun:
             for flag in (
@@ -237,13 +236,8 @@ def main(argv=None) -> int:
             )
         written = make_images(outdir, args.runs, args.data_dir, args.cell, args.style, notes=note)
         print(f"wrote {', '.join(map(str, written))}")
-    except (InputError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a read-only folder, a full disk: nothing half written is left
-        print(f"error: {files.write_problem(e)}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(work)
 
 
 if __name__ == "__main__":
