@@ -151,8 +151,11 @@ def run_label(table: Path) -> str:
         settings = None
     if not isinstance(settings, dict):
         return table.parent.name if table.name.startswith("output") else table.stem
-    if settings.get("holdout_cell"):
-        experiment = f"leave {settings['holdout_cell']} out"
+    held_out = settings.get("holdout_cell")
+    if held_out and (held_out == "all" or "," in held_out):
+        experiment = "leave one out"
+    elif held_out:
+        experiment = f"leave {held_out} out"
     elif settings.get("finetune"):
         experiment = "fine-tune"
     elif settings.get("weights"):

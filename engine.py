@@ -4,7 +4,8 @@ of worker processes started here, or on a running cluster joined by its address.
 A unit of work is one cell: its training and test in the per-cell experiment
 (experiments.train_and_test), its fine-tuning after the pre-training in --finetune and
 --holdout_cell (experiments.finetune_cell; the pre-training runs here first, in this process),
-its test or prediction with a saved model under --weights and --predict
+one held-out cell's pre-training on all the others and fine-tuning in leave-one-out over
+several cells (--holdout_cell all or a list: experiments.leave_out), its test or prediction with a saved model under --weights and --predict
 (experiments.test_saved, predict_saved).
 Each task trains one cell in one worker process, with that worker's share of the cores as
 TensorFlow's threads, the run's seed, precision and deterministic ops, exactly as the sequential
@@ -50,6 +51,14 @@ ENGINES = ("sequential", "dask")
 MAX_TRIES = 3
 TASKS = ".tasks"  # the run folder's private folders of the tasks in flight
 CONNECT_TIMEOUT_S = 10
+# What a task of each kind does with its cell, for the line of a cell that failed.
+DOING = {
+    "per_cell": "training",
+    "finetune": "fine-tuning",
+    "holdout": "pre-training for and fine-tuning",
+    "weights": "testing",
+    "predict": "predicting",
+}
 
 
 def cores() -> int:
@@ -72,18 +81,24 @@ def default_workers(threads: int | None = None, n_cores: int | None = None) -> i
     return max(1, n // (threads or default_threads(n)))
 
 
-def add_arguments(p) -> None:
-    """main.py's flags of the engine, in their own group."""
+UNITS = (
+    "each cell (trained, fine-tuned, left out, or tested or predicted with --weights)",
+    "; a mixed model alone (--mix) runs here either way",
+)
+
+
+def add_arguments(p, units: tuple[str, str] = UNITS) -> None:
+    """The engine's flags, in their own group; ``units`` says what a task is (main.py's by
+    default) and what is not spread."""
     n = cores()
     many = p.add_argument_group("many cells at once (docs/hardware.md)")
     many.add_argument(
         "--engine",
         default="sequential",
         choices=ENGINES,
-        help="sequential: one cell after another in this process; dask: each cell (trained, "
-        "fine-tuned, or tested or predicted with --weights) a Dask task in a worker process of "
-        "its own, on a local cluster started here or on the cluster at --scheduler, with the "
-        "same results; a mixed model alone (--mix) runs here either way",
+        help=f"sequential: one cell after another in this process; dask: {units[0]} a Dask "
+        "task in a worker process of its own, on a local cluster started here or on the "
+        f"cluster at --scheduler, with the same results{units[1]}",
     )
     many.add_argument(
         "--workers",
@@ -121,7 +136,7 @@ def check_settings(cfg) -> str | None:
             if getattr(cfg, name) is not None:
                 return f"--{name} applies to --engine dask"
         return None
-    if cfg.distribute != "none":
+    if getattr(cfg, "distribute", "none") != "none":
         return (
             f"--engine dask trains each cell in a worker process of its own, one device each: "
             f"it cannot be combined with --distribute {cfg.distribute}"
@@ -181,6 +196,8 @@ def spreads(run) -> bool:
 
 def kind_of(run) -> str:
     """The unit of work of this run's experiment (cell_task's kind)."""
+    if experiments.leaves_each_out(run):
+        return "holdout"
     if run.finetune:
         return "finetune"
     if run.predict is not None:
@@ -192,7 +209,7 @@ def run_cells(run, cells: list[str], save: Path, results) -> None:
     """The per-cell experiment, or fine-tuning, with each cell a Dask task (see the module
     docstring); raises ExperimentError when a cell failed or a task raised one."""
     kind = kind_of(run)
-    targets = experiments.fine_tuned_cells(run, cells) if kind == "finetune" else cells
+    targets = experiments.fine_tuned_cells(run, cells) if run.finetune else cells
     todo = [c for c in targets if not results.done(c)]
     for i, cell in enumerate(targets, 1):
         if results.done(cell):
@@ -205,8 +222,17 @@ def run_cells(run, cells: list[str], save: Path, results) -> None:
         shutil.rmtree(tasks, ignore_errors=True)  # what an interrupted run's tasks left
         tasks.mkdir()
         try:
-            shared_files, shared_data = check_cluster(client, tasks, run.data_dir, todo)
-            _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared_data)
+            # Leave-one-out's units pre-train on every other cell: their workers read them all.
+            seen = cells if kind == "holdout" else todo
+            shared_files, shared_data = check_cluster(client, tasks, run.data_dir, seen)
+            if kind == "holdout" and not shared_data:
+                raise ExperimentError(
+                    f"--data_dir {run.data_dir}: leave-one-out over several cells pre-trains "
+                    "each held-out cell's model on all the others, so every worker must read "
+                    "the data there; put it on a shared file system"
+                )
+            start = tuple(cells) if kind == "holdout" else pre
+            _run_tasks(client, run, kind, todo, save, results, start, shared_files, shared_data)
         finally:
             shutil.rmtree(tasks, ignore_errors=True)
 
@@ -276,17 +302,20 @@ def _dashboard(client) -> str:
         return ""
 
 
-def check_cluster(client, tasks: Path, data_dir: str, cells: list[str]) -> tuple[bool, bool]:
+def check_cluster(client, tasks: Path, data_dir: str | None, cells: list[str]) -> tuple[bool, bool]:
     """(whether every worker reads and writes the run folder, whether every worker reads the
-    cells' files in --data_dir), found by asking them; said in one line."""
+    cells' files in --data_dir), found by asking them; said in one line. Without a data_dir
+    (explain.py) the data always travel with the tasks."""
     token = secrets.token_hex(8)
     probe = tasks / "probe"
     probe.write_text(token)
     seen = client.run(_sees_run_folder, str(probe), token)
     files = bool(seen) and all(seen.values())
-    paths = [str(data.classification_dir(Path(data_dir) / c)) for c in cells]
-    found = client.run(_sees_data, paths)
-    inputs = bool(found) and all(found.values())
+    inputs = False
+    if data_dir is not None:
+        paths = [str(data.classification_dir(Path(data_dir) / c)) for c in cells]
+        found = client.run(_sees_data, paths)
+        inputs = bool(found) and all(found.values())
     probe.unlink(missing_ok=True)
     print(
         "Dask: "
@@ -299,6 +328,8 @@ def check_cluster(client, tasks: Path, data_dir: str, cells: list[str]) -> tuple
         + (
             "they read the data from --data_dir"
             if inputs
+            else "each cell's test split is sent with its task"
+            if data_dir is None
             else "--data_dir is not shared: each cell's arrays are sent to the workers"
         ),
         flush=True,
@@ -325,9 +356,9 @@ def _sees_data(paths: list[str]) -> bool:
 
 def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared_data):
     """Submit one task per cell, then take each as it finishes: its folder into place, its row
-    into the table, its line on the console."""
+    into the table, its line on the console. `pre` is what every task starts from: the
+    pre-trained model (fine-tuning), the chosen cells (leave-one-out), or None."""
     from distributed import wait
-    from distributed.client import FutureCancelledError
 
     settings = dict(
         cfg=run.config,
@@ -338,7 +369,9 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
     # The pre-trained model and (when not shared) the cells' arrays travel inside the tasks,
     # not scattered to one worker ahead: a task whose worker dies is run again elsewhere, and
     # data held only by that worker would be lost with it.
-    model = None if pre is None else (pre, None if shared_files else pre.path.read_bytes())
+    model = pre
+    if isinstance(pre, experiments.Pretrained):
+        model = (pre, None if shared_files else pre.path.read_bytes())
     saved = {}
     if kind in ("weights", "predict"):
         saved = dict(zip(todo, experiments.weights_paths(run, todo)))
@@ -383,18 +416,18 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
                     row, seconds, payload = future.result()
                 except (ExperimentError, data.DataError):
                     raise
-                except (FutureCancelledError, Exception) as e:
-                    if not _worker_died(e):
+                except Exception as e:  # FutureCancelledError is one too
+                    if not worker_died(e):
                         raise
                     failed.append(cell)
                     print(
                         f"error: cell {cell}: failed: its worker died {MAX_TRIES} times while "
-                        f"training it ({type(e).__name__}); the other cells go on",
+                        f"{DOING[kind]} it ({type(e).__name__}); the other cells go on",
                         file=sys.stderr,
                         flush=True,
                     )
                     continue
-                _place(save, cell, future.key, payload, shared_files)
+                place(save, cell, future.key, payload, shared_files)
                 if cell in saved:
                     row = experiments.with_record(row, saved[cell], kind)
                 results.add(row)
@@ -403,7 +436,7 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
                     experiments.saved_line(kind, number[cell], len(todo), row, saved[cell])
                     if cell in saved
                     else experiments.finetune_line(row, seconds)
-                    if kind == "finetune"
+                    if kind in ("finetune", "holdout")
                     else experiments.per_cell_line(row, seconds)
                 )
                 print(f"{said} ({finished} of {len(todo)} done)", flush=True)
@@ -427,15 +460,16 @@ def _reads_features(path: Path) -> bool:
     return Convnet.load_checked(path).input_shape[1] == data.input_length(True)
 
 
-def _worker_died(error: BaseException) -> bool:
+def worker_died(error: BaseException) -> bool:
     from distributed.scheduler import KilledWorker
 
     return isinstance(error, KilledWorker)
 
 
-def _place(save: Path, cell: str, key: str, payload: bytes | None, shared_files: bool) -> None:
-    """A finished task's cell folder into save/cell, replacing what an earlier try left."""
-    target = save / cell
+def place(save: Path, cell: str, key: str, payload, shared_files: bool, target=None) -> None:
+    """A finished task's cell folder into `target` (default save/cell), replacing what an
+    earlier try left; from save/.tasks/<key>/<cell>, or unpacked from the bytes `payload`."""
+    target = target or save / cell
     shutil.rmtree(target, ignore_errors=True)
     if shared_files:
         os.replace(save / TASKS / key / cell, target)
@@ -457,23 +491,12 @@ def worker_run(cfg, seed: int, precision: str, threads: int):
     """This worker process's run (config.Run), TensorFlow set up the first time: its threads,
     deterministic ops when the run has them, its INFO lines quiet."""
     import config
-    import distribute
 
     if "run" not in _WORKER:
-        distribute.import_tensorflow_quietly()
+        start_tensorflow(threads, cfg.deterministic)
+        isolate_keras_seeds()
         import tensorflow as tf
 
-        try:
-            # Both pools at the worker's share: inter-op threads run kernels too, and 2 of them
-            # beside 1 intra-op thread oversubscribed 2 cores (bench/RESULTS.md, engine_speed).
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already running in this process: its threads stay
-            pass
-        tf.get_logger().setLevel("ERROR")
-        if cfg.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        isolate_keras_seeds()
         _WORKER["run"] = config.Run(
             cfg,
             strategy=tf.distribute.get_strategy(),
@@ -486,6 +509,26 @@ def worker_run(cfg, seed: int, precision: str, threads: int):
             cfg, strategy=run.strategy, seed=seed, mixed_precision=precision
         )
     return _WORKER["run"]
+
+
+def start_tensorflow(threads: int, deterministic: bool) -> None:
+    """TensorFlow in this worker, quiet, at ``threads`` threads and deterministic ops if asked
+    (the first call sets them; later ones find TensorFlow running and leave it)."""
+    import distribute
+
+    distribute.import_tensorflow_quietly()
+    import tensorflow as tf
+
+    try:
+        # Both pools at the worker's share: inter-op threads run kernels too, and 2 of them
+        # beside 1 intra-op thread oversubscribed 2 cores (bench/RESULTS.md, engine_speed).
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already running in this process: its threads stay
+        pass
+    tf.get_logger().setLevel("ERROR")
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def isolate_keras_seeds() -> None:
@@ -520,7 +563,10 @@ def isolate_keras_seeds() -> None:
 def cell_task(kind, cell, where, cell_data, model, *, cfg, seed, precision, threads):
     """One cell, in a worker: train (and test) it into `where`/cell, or into a temporary folder
     whose files are returned as a zip archive's bytes; returns (its row, seconds, the bytes or
-    None). Its console lines are dropped: the driver prints one line per cell."""
+    None). `model` is what the unit starts from: (the pre-trained model, its bytes or None) in
+    fine-tuning, (a saved model's path, its bytes or None) under --weights and --predict, the
+    chosen cells in leave-one-out. Its console lines are dropped: the driver prints one line
+    per cell."""
     run = worker_run(cfg, seed, precision, threads)  # imports TensorFlow quietly, first
     import keras
 
@@ -558,16 +604,18 @@ def cell_task(kind, cell, where, cell_data, model, *, cfg, seed, precision, thre
                         local, pre.best_epoch, pre.attempts, pre.sound, pre.plan
                     )
                 row = experiments.finetune_cell(run, cell, c, folder, pre)
+            elif kind == "holdout":
+                row = experiments.leave_out(run, cell, c, folder, list(model))
             else:
                 row = experiments.train_and_test(run, cell, c, folder)
-        payload = None if where else _pack(folder)
+        payload = None if where else pack(folder)
     finally:
         if own is not None:
             shutil.rmtree(own, ignore_errors=True)
     return row, time.time() - start, payload
 
 
-def _pack(folder: Path) -> bytes:
+def pack(folder: Path) -> bytes:
     """A folder's files as a zip archive's bytes, paths under the folder's own name."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+import config
 import data
 import distribute
 import files
@@ -31,6 +32,9 @@ from results import (
     write_cell_predictions,
     write_predictions,
 )
+
+ALL_CELLS = "all"  # --holdout_cell all: leave each chosen cell out in turn
+PRETRAINING = "pretraining"  # a held-out cell's pre-training, in leave-one-out over several
 
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
 MIX_TRAINING_FILES = (
@@ -198,7 +202,7 @@ def pool_plan(run, cells: list[str]) -> pooling.Plan:
     test split; fine-tuning also validates each fine-tuned cell on its valid split, and
     leave-one-out pools every cell but the one it tests."""
     if run.finetune:
-        targets = [run.holdout_cell] if run.holdout_cell else cells
+        targets = fine_tuned_cells(run, cells)
         pool, splits = pretraining_cells(run, cells), ("valid", "test")
     else:
         targets, pool, splits = cells, cells, ("test",)
@@ -296,6 +300,20 @@ def train_mixed(run, mix, save: Path, cells: list[str], plan: pooling.Plan):
     return trained.best_epoch, trained.attempts, trained.sound
 
 
+def check_pools(cfg, cells: list[str]) -> None:
+    """Before a pooled run starts: refuse a pool that would not fit in memory (unless
+    --max_memory 0) or that its held-out pooling leaves too small, for each held-out cell's
+    pool in leave-one-out over several."""
+    runs = [cfg]
+    if leaves_each_out(cfg):
+        runs = [holding_out(cfg, cell) for cell in held_out_cells(cfg, cells)]
+    if cfg.max_memory != 0:  # the pools differ by one cell: the first stands for them all
+        one = runs[0]
+        mixed_memory_check(one, pretraining_cells(one, cells) if one.finetune else cells)
+    for one in runs:
+        pool_plan(one, cells).check(one.data_dir)
+
+
 def mixed_memory_check(run, cells: list[str]) -> None:
     """Refuse the mixed experiment before loading it when it would not fit in memory."""
     need = pooling.mixed_bytes(run.data_dir, cells, additional_features=run.features)
@@ -325,16 +343,47 @@ class Pretrained:
 
 
 def fine_tuned_cells(run, cells: list[str]) -> list[str]:
-    """The cells fine-tuning tests: the held-out cell alone, or every chosen cell."""
-    return [run.holdout_cell] if run.holdout_cell else cells
+    """The cells fine-tuning tests: the held-out cell(s), or every chosen cell."""
+    return held_out_cells(run, cells) if run.holdout_cell else cells
+
+
+def held_out_cells(run, cells: list[str]) -> list[str]:
+    """--holdout_cell's cells: one, several (comma-separated, in the given order) or ``all``
+    (every chosen cell)."""
+    if not run.holdout_cell:
+        return []
+    if run.holdout_cell == ALL_CELLS:
+        return list(cells)
+    return list(dict.fromkeys(c.strip() for c in run.holdout_cell.split(",") if c.strip()))
+
+
+def leaves_each_out(run) -> bool:
+    """Whether the run is leave-one-out over several cells (--holdout_cell all, or a list):
+    each held-out cell is then a unit of its own, pre-training included, in its own folder.
+    One held-out cell keeps the run folder's layout of --finetune (pre-training at its top)."""
+    return bool(run.holdout_cell) and (run.holdout_cell == ALL_CELLS or "," in run.holdout_cell)
+
+
+def holding_out(run, cell: str):
+    """The run (or configuration) of leaving `cell` out: --holdout_cell that cell alone."""
+    if isinstance(run, config.Run):
+        return dataclasses.replace(run, config=holding_out(run.config, cell))
+    return dataclasses.replace(run, holdout_cell=cell)
 
 
 def run_finetune(run, cells: list[str], save: Path, results: Results) -> None:
     """Pre-train the mixed model (or take --weights), then per cell: test it, fine-tune it on
     the cell's own train/valid splits, and test the fine-tuned model. With --holdout_cell the
-    pre-training pool leaves that cell out and only that cell is fine-tuned."""
+    pre-training pool leaves that cell out and only that cell is fine-tuned; with several
+    held-out cells, each is pre-trained for and fine-tuned in turn (leave_out)."""
     targets = fine_tuned_cells(run, cells)
     if all(results.done(c) for c in targets):
+        return
+    if leaves_each_out(run):
+        for cell, c, start in unfinished_cells(run, targets, save, results, ": left out"):
+            row = leave_out(run, cell, c, save / cell, cells)
+            results.add(row)
+            print(finetune_line(row, time.time() - start), flush=True)
         return
     pre = pretrain(run, cells, save)
     for cell, c, start in unfinished_cells(run, targets, save, results, ": fine-tuning"):
@@ -419,6 +468,17 @@ def finetune_cell(run, cell: str, c, folder: Path, pre: Pretrained) -> dict:
         "sound_finetuned": trained.sound,
         **pre.plan.row_counts(cell),
     }
+
+
+def leave_out(run, cell: str, c, folder: Path, cells: list[str]) -> dict:
+    """One held-out cell of leave-one-out over several cells, its files written into `folder`:
+    pre-train on every other chosen cell into folder/pretraining (or take --weights), then
+    fine-tune and test on the cell (finetune_cell); its row. The row is the one a run of
+    --holdout_cell with this cell alone and the same seed gives."""
+    run = holding_out(run, cell)
+    (folder / PRETRAINING).mkdir(parents=True, exist_ok=True)
+    pre = pretrain(run, cells, folder / PRETRAINING)
+    return finetune_cell(run, cell, c, folder, pre)
 
 
 def finetune_line(row: dict, seconds: float) -> str:
@@ -579,8 +639,8 @@ def check_weights(run, cells: list[str]) -> None:
 
     for path in dict.fromkeys(weights_paths(run, cells)):
         Convnet.load_checked(path)
-    if run.holdout_cell:
-        check_held_out(run.holdout_cell, weights_paths(run, cells)[0])
+    for cell in held_out_cells(run, cells):
+        check_held_out(cell, weights_paths(run, cells)[0])
 
 
 def check_held_out(cell: str, model: Path) -> None:

@@ -23,9 +23,15 @@ computes the attributions and their tables with attribution.py, and draws them h
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +47,7 @@ import attribution  # noqa: E402
 import compare  # noqa: E402
 import data  # noqa: E402
 import distribute  # noqa: E402
+import engine  # noqa: E402
 import experiments  # noqa: E402
 import files  # noqa: E402
 import results  # noqa: E402
@@ -65,6 +72,7 @@ class Target:
     split: data.Split
     out: Path
     genes: list[int]  # rows of split of the --genes, in the order asked
+    counts: np.ndarray | None = None  # their read counts, read ahead for a Dask worker
 
 
 def read_settings(run: Path) -> dict:
@@ -487,9 +495,15 @@ def parse_args(argv) -> argparse.Namespace:
         default=None,
         help="where the run's cells are [Default: the data_dir in the run's args.json]",
     )
+    engine.add_arguments(parser, ("each cell's attributions", ""))
     args = parser.parse_args(argv)
     if not 1 <= args.steps <= attribution.MAX_STEPS:
         parser.error(f"--steps must be 1 to {attribution.MAX_STEPS}, got {args.steps}")
+    problem = engine.check_settings(args)
+    if problem is None and args.engine == "dask" and engine.scheduler_address(args):
+        problem = engine.check_reachable(engine.scheduler_address(args))
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -523,7 +537,9 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
     )
     bins, extra = attribution.split_inputs(attr)
     if target.genes:
-        counts = _counts(target.test_csv, target.genes)
+        counts = target.counts
+        if counts is None:
+            counts = _counts(target.test_csv, target.genes)
         for row, gene_counts in zip(target.genes, counts):
             plot_gene_attribution(
                 gene_counts,
@@ -546,6 +562,78 @@ def explain_cell(target: Target, args, settings: dict) -> pd.DataFrame:
         flush=True,
     )
     return attribution.mark_totals(target.cell, attr)
+
+
+def explain_spread(args, settings: dict, targets: list[Target], where: Path) -> list:
+    """--engine dask: each cell's explain_cell a Dask task (engine.connect: a local cluster or
+    the one at --scheduler), its test split, gene counts and, where the workers do not share
+    the run folder, its model sent with it; the files land where the sequential run writes
+    them, a line is printed per finished cell, and the mark totals come back in the cells'
+    order. A cell whose worker died engine.MAX_TRIES times fails the run, in one line."""
+    from distributed import as_completed
+
+    threads = args.threads_per_worker or engine.default_threads()
+    tasks = where / engine.TASKS
+    shutil.rmtree(tasks, ignore_errors=True)  # what an interrupted run's tasks left
+    tasks.mkdir(parents=True)
+    totals, failed = {}, []
+    try:
+        with engine.connect(args) as client:
+            shared, _ = engine.check_cluster(client, tasks, None, [])
+            futures = {}
+            for t in targets:
+                key = f"explain-{t.cell}-{secrets.token_hex(4)}"
+                if t.genes:
+                    t = dataclasses.replace(t, counts=_counts(t.test_csv, t.genes))
+                blob = None if shared else t.model.read_bytes()
+                task = (t, blob, str(tasks / key) if shared else None, args, settings, threads)
+                futures[client.submit(explain_task, *task, key=key, pure=False)] = t
+            for future in as_completed(futures):
+                t = futures[future]
+                try:
+                    rows, line, payload = future.result()
+                except Exception as e:
+                    if not engine.worker_died(e):
+                        raise
+                    failed.append(t.cell)
+                    continue
+                engine.place(where, t.cell, future.key, payload, shared, target=t.out)
+                totals[t.cell] = rows
+                print(f"{line} ({len(totals)} of {len(targets)} done)", flush=True)
+    finally:
+        shutil.rmtree(tasks, ignore_errors=True)
+    if failed:
+        raise ExplainError(
+            f"cell(s) {', '.join(failed)}: their workers died {engine.MAX_TRIES} times; the "
+            f"other cells' maps are written, but not {where / 'explain-marks.csv'}"
+        )
+    return [totals[t.cell] for t in targets]
+
+
+def explain_task(target: Target, blob, where, args, settings: dict, threads: int):
+    """One cell's explain_cell in a Dask worker, into `where`/<cell> or a temporary folder whose
+    files go back as bytes; returns (its mark totals, its console line, the bytes or None)."""
+    engine.start_tensorflow(threads, deterministic=False)
+    own = None if where else Path(tempfile.mkdtemp(prefix="explain-"))
+    folder = Path(where or own) / target.cell
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    model = target.model
+    if blob is not None:  # the run folder is not shared: a copy here
+        model = folder.parent / "model.keras"
+        model.write_bytes(blob)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            rows = explain_cell(
+                dataclasses.replace(target, model=model, out=folder), args, settings
+            )
+        payload = None if where else engine.pack(folder)
+    finally:
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+    # The line names where the driver puts the files, not this worker's folder.
+    return rows, said.getvalue().strip().replace(str(folder), str(target.out)), payload
 
 
 def _counts(test_csv: Path, rows: list[int]) -> np.ndarray:
@@ -581,7 +669,10 @@ def main(argv=None) -> int:
     distribute.import_tensorflow_quietly()
 
     try:
-        totals = [explain_cell(t, args, settings) for t in targets]
+        if args.engine == "dask":
+            totals = explain_spread(args, settings, targets, where)
+        else:
+            totals = [explain_cell(t, args, settings) for t in targets]
         marks = pd.concat(totals, ignore_index=True)
         files.write_csv(where / "explain-marks.csv", marks)
         png = plot_mark_summary(

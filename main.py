@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout_cell",
         default=None,
         help="leave one out: pre-train on all chosen cells but this one, then "
-        "fine-tune and test on it alone; implies --finetune (default: none)",
+        "fine-tune and test on it alone; several (E003,E005) or 'all' leave each out in "
+        "turn, each in its own folder; implies --finetune (default: none)",
     )
     p.add_argument(
         "--resume",
@@ -332,7 +333,9 @@ def check_settings(args, before_resume: bool = False) -> None:
             f"--cells {args.cells!r} names no cell: give names such as E003,E005, or leave the "
             "flag out for every cell in --data_dir"
         )
-    if args.holdout_cell:
+    if args.holdout_cell is not None:
+        if not args.holdout_cell.replace(",", "").strip():
+            raise UsageError(f"--holdout_cell {args.holdout_cell!r} names no cell")
         args.finetune = True
     if args.freeze_conv and not args.finetune:
         raise UsageError("--freeze_conv applies to fine-tuning: add --finetune")
@@ -564,16 +567,13 @@ def check_inputs(argv) -> tuple[config.Config, list[str]]:
             additional_features=args.features,
             unlabeled_ok=args.predict is not None,
         )
-    if args.holdout_cell and args.holdout_cell not in cells:
-        if args.cells is not None:
-            raise UsageError(f"--holdout_cell {args.holdout_cell} is not among --cells")
-        data.select_cells(data_dir, args.holdout_cell)  # names the missing cell
-    if args.mix and not args.weights and args.max_memory != 0:
-        experiments.mixed_memory_check(
-            args, experiments.pretraining_cells(args, cells) if args.finetune else cells
-        )
+    for cell in experiments.held_out_cells(args, cells):
+        if cell not in cells:
+            if args.cells is not None:
+                raise UsageError(f"--holdout_cell {cell} is not among --cells")
+            data.select_cells(data_dir, cell)  # names the missing cell
     if args.mix and not args.weights:
-        experiments.pool_plan(args, cells).check(data_dir)
+        experiments.check_pools(args, cells)
     if engine.spreads(args) and engine.scheduler_address(args):
         problem = engine.check_reachable(engine.scheduler_address(args))
         if problem:

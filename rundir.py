@@ -187,7 +187,7 @@ def default_run_name(cfg) -> str:
         if not cfg.mix
         else "mix"
         if not cfg.finetune
-        else f"loo-{cfg.holdout_cell}"
+        else f"loo-{cfg.holdout_cell.replace(',', '+')}"
         if cfg.holdout_cell
         else "finetune"
     )

@@ -80,6 +80,8 @@ def test_defaults_share_the_cores():
     assert engine.spreads(predict) and engine.kind_of(predict) == "predict"
     assert engine.kind_of(config.Config(weights="m.keras")) == "weights"
     assert engine.kind_of(config.Config(holdout_cell="E003")) == "finetune"
+    assert engine.kind_of(config.Config(holdout_cell="E003,E004")) == "holdout"
+    assert engine.kind_of(config.Config(holdout_cell="all")) == "holdout"
 
 
 def test_keras_draws_its_seeds_from_its_own_generator(monkeypatch):
@@ -114,12 +116,12 @@ def test_a_cell_folder_sent_back_as_bytes_lands_whole(tmp_path):
     (folder / "attempts" / "1").mkdir(parents=True)
     (folder / "log.csv").write_text("epoch\n0\n")
     (folder / "attempts" / "1" / "log.csv").write_bytes(b"\x00\x01")
-    payload = engine._pack(folder)
+    payload = engine.pack(folder)
     save = tmp_path / "run"
     (save / engine.TASKS / "key").mkdir(parents=True)
     (save / "S001").mkdir()
     (save / "S001" / "stale.txt").write_text("an earlier try")
-    engine._place(save, "S001", "key", payload, shared_files=False)
+    engine.place(save, "S001", "key", payload, shared_files=False)
     assert sorted(p.relative_to(save).as_posix() for p in (save / "S001").rglob("*")) == [
         "S001/attempts",
         "S001/attempts/1",
@@ -143,9 +145,9 @@ def test_every_spread_experiment_equals_the_sequential_run(tmp_path):
         ("finetune", ["--finetune", "--finetune_epochs", 1], "output-finetune.csv", cells),
         (
             "loo",
-            ["--holdout_cell", "S002", "--finetune_epochs", 1],
+            ["--holdout_cell", "S002,S003", "--finetune_epochs", 1],
             "output-finetune.csv",
-            ["S002"],
+            ["S002", "S003"],
         ),
     ):
         seq, dask = tmp_path / f"{name}-seq", tmp_path / f"{name}-dask"
@@ -157,6 +159,8 @@ def test_every_spread_experiment_equals_the_sequential_run(tmp_path):
         assert "the workers write into the run folder" in res.stdout
         assert res.stdout.count(" done)") == len(tested), res.stdout
         extra = ("mixed/predictions.csv",) if name != "percell" else ()
+        if name == "loo":  # each held-out cell's own pre-training
+            extra += ("pretraining/log.csv", "pretraining/trained.json")
         assert_same_files(seq, dask, tested, table, extra)
         assert not (dask / engine.TASKS).exists()
         recorded = json.loads((dask / "args.json").read_text())

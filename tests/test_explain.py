@@ -7,6 +7,7 @@ there in high-expression genes only), every other mark and bin is Poisson noise.
 trained on it briefly (module-scoped, about 15 s) is shared by the tests."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -383,3 +384,54 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(planted, tmp_path, m
     assert err.count("\n") == 1 and "cannot write there (No space left on device)" in err, err
     assert not [p.name for p in out.rglob(".*")]  # no temporary file left behind
     assert not list(out.rglob("*.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# --engine dask
+
+
+def test_a_task_sends_back_the_files_of_the_sequential_run(planted, tmp_path, capsys):
+    """explain_task as a worker runs it where the run folder is not shared: its files come back
+    as bytes, the same as the sequential run's, its line names where they will land."""
+    import engine
+
+    run = make_run(planted, "percell")
+    gene = planted["cell"].test.ids[1]
+    args = explain.parse_args([str(run), "--genes", gene, "--method", "saliency"])
+    settings, _, (target,) = explain.plan(run, genes=gene)
+    explain.explain_cell(target, args, settings)
+    capsys.readouterr()
+    rows, line, payload = explain.explain_task(
+        target, target.model.read_bytes(), None, args, settings, threads=1
+    )
+    assert line.startswith(f"{CELL}: 100 test genes, gradient") and line.endswith(str(target.out))
+    assert list(rows.mark) == list(data.MARKS)
+    engine.place(tmp_path, CELL, "key", payload, shared_files=False, target=tmp_path / "back")
+    names = sorted(p.name for p in (tmp_path / "back").iterdir())
+    assert names == sorted(p.name for p in target.out.iterdir())
+    sent = (tmp_path / "back" / "explain.csv").read_bytes()
+    assert sent == (target.out / "explain.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_dask_engine_writes_the_sequential_maps(planted, tmp_path):
+    run = make_run(planted, "percell")
+    gene = planted["cell"].test.ids[1]
+    env = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = {}
+    for name, flags in (("seq", []), ("dask", ["--engine", "dask", "--workers", "2"])):
+        out[name] = tmp_path / name
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "explain.py"), str(run), "--genes", gene, "--steps", "8",
+             "--out", str(out[name]), *flags],
+            capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **env},
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert "Dask: a local cluster of 2 workers x 1 threads" in res.stdout
+    assert f"wrote {out['dask'] / CELL} (1 of 1 done)" in res.stdout
+    for name in (f"{CELL}/explain.csv", "explain-marks.csv"):
+        assert (out["seq"] / name).read_bytes() == (out["dask"] / name).read_bytes(), name
+    assert (out["dask"] / CELL / f"gene-{gene}.png").is_file()
+    assert not (out["dask"] / ".tasks").exists()
+    bad = run_explain(run, "--engine", "dask", "--workers", "0")
+    assert_one_line_error(bad, "--workers must be at least 1")

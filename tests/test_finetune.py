@@ -133,6 +133,22 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "again", "--holdout_cell",
               "S002", "--weights", out, *SETTINGS)  # fmt: skip
     assert "Test genes in the pooled data: none" in res.stdout
+    # Leave-one-out over several cells: each held-out cell pre-trains on the others in its own
+    # folder and gets the row of a run that holds it out alone; a stopped run resumes with
+    # the held-out cells not in the table.
+    each = tmp_path / "each"
+    run("--data_dir", tiny_dir, "--save_dir", each, "--holdout_cell", "S002,S003", *SETTINGS)
+    rows = (each / "output-finetune.csv").read_text().splitlines(keepends=True)
+    assert [r.split(",")[0] for r in rows[1:]] == ["S002", "S003"]
+    assert rows[1] == (out / "output-finetune.csv").read_text().splitlines(keepends=True)[1]
+    for cell, pool in (("S003", ["S001", "S002"]), ("S002", ["S001", "S003"])):
+        trained = json.loads((each / cell / "pretraining" / "trained.json").read_text())
+        assert trained["cells"] == pool
+    assert not (each / "trained.json").exists()
+    (each / "output-finetune.csv").write_text("".join(rows[:2]))  # stopped after S002
+    res = run("--save_dir", each, "--resume")
+    assert "S002: finished earlier, kept" in res.stdout and "Cell 2/2: S003: left out" in res.stdout
+    assert (each / "output-finetune.csv").read_text() == "".join(rows)
 
 
 def test_finetune_resume_keeps_pretrained_model_and_finished_cells(finetune_run, tmp_path):

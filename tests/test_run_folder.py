@@ -120,6 +120,13 @@ def test_empty_selections_are_refused_and_write_nothing(tiny_dir, tmp_path):
     for cells in ("", ",", " , "):
         res = run_main("--data_dir", tiny_dir, "--cells", cells, "--save_dir", save)
         assert_one_line_error(res, "--cells", "names no cell")
+    for held_out, problem in ((",", "names no cell"), ("S001,S009", "S009")):
+        res = run_main("--data_dir", tiny_dir, "--holdout_cell", held_out, "--save_dir", save)
+        assert_one_line_error(res, "--holdout_cell" if held_out == "," else "S009", problem)
+    res = run_main("--data_dir", tiny_dir, "--cells", "S001", "--holdout_cell", "all",
+                   "--save_dir", save)  # fmt: skip
+    assert_one_line_error(res, "--holdout_cell S001 leaves no cell to pre-train on")
+    assert not save.exists()
     # A data folder whose every cell is incomplete: each is skipped, so none is left.
     partial = tmp_path / "partial"
     for cell in ("E001", "E002"):
