@@ -194,6 +194,14 @@ def spreads(run) -> bool:
     return run.engine == "dask" and (run.finetune or not run.mix)
 
 
+def pools_at_once(cfg) -> int:
+    """How many pooled trainings this machine holds at once: a local cluster's workers in
+    leave-one-out over several cells, else 1 (a cluster elsewhere holds them elsewhere)."""
+    if cfg.engine != "dask" or not experiments.leaves_each_out(cfg) or scheduler_address(cfg):
+        return 1
+    return cfg.workers or default_workers(cfg.threads_per_worker)
+
+
 def kind_of(run) -> str:
     """The unit of work of this run's experiment (cell_task's kind)."""
     if experiments.leaves_each_out(run):

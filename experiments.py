@@ -300,33 +300,35 @@ def train_mixed(run, mix, save: Path, cells: list[str], plan: pooling.Plan):
     return trained.best_epoch, trained.attempts, trained.sound
 
 
-def check_pools(cfg, cells: list[str]) -> None:
-    """Before a pooled run starts: refuse a pool that would not fit in memory (unless
-    --max_memory 0) or that its held-out pooling leaves too small, for each held-out cell's
-    pool in leave-one-out over several."""
+def check_pools(cfg, cells: list[str], at_once: int = 1) -> None:
+    """Before a pooled run starts: refuse a pool that would not fit in memory `at_once` times
+    (unless --max_memory 0) or that its held-out pooling leaves too small, for each held-out
+    cell's pool in leave-one-out over several."""
     runs = [cfg]
     if leaves_each_out(cfg):
         runs = [holding_out(cfg, cell) for cell in held_out_cells(cfg, cells)]
     if cfg.max_memory != 0:  # the pools differ by one cell: the first stands for them all
         one = runs[0]
-        mixed_memory_check(one, pretraining_cells(one, cells) if one.finetune else cells)
+        mixed_memory_check(one, pretraining_cells(one, cells) if one.finetune else cells, at_once)
     for one in runs:
         pool_plan(one, cells).check(one.data_dir)
 
 
-def mixed_memory_check(run, cells: list[str]) -> None:
-    """Refuse the mixed experiment before loading it when it would not fit in memory."""
+def mixed_memory_check(run, cells: list[str], at_once: int = 1) -> None:
+    """Refuse the mixed experiment before loading it when it would not fit in memory, in
+    `at_once` processes side by side (leave-one-out on a local Dask cluster)."""
     need = pooling.mixed_bytes(run.data_dir, cells, additional_features=run.features)
     # Training holds the pooled arrays plus TensorFlow's own copy of the batch pipeline's
     # source (measured: about one more copy of the training arrays) and the framework itself.
-    need = int(need * 2 + 1.5 * 2**30)
+    need = int(need * 2 + 1.5 * 2**30) * at_once
     limit = run.max_memory * 2**30 if run.max_memory is not None else files.available_memory()
     if limit and need > limit:
         where = "--max_memory" if run.max_memory is not None else "available memory"
+        workers = f" for {at_once} workers at once (--workers)" if at_once > 1 else ""
         raise ExperimentError(
-            f"the mixed experiment on {len(cells)} cells needs about {need / 2**30:.1f} GiB, "
-            f"more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells with "
-            "--cells, or override with --max_memory GIB (0: no check)"
+            f"the mixed experiment on {len(cells)} cells needs about {need / 2**30:.1f} GiB"
+            f"{workers}, more than the {limit / 2**30:.1f} GiB of {where}; choose fewer cells "
+            "with --cells, or override with --max_memory GIB (0: no check)"
         )
 
 

@@ -573,7 +573,7 @@ def check_inputs(argv) -> tuple[config.Config, list[str]]:
                 raise UsageError(f"--holdout_cell {cell} is not among --cells")
             data.select_cells(data_dir, cell)  # names the missing cell
     if args.mix and not args.weights:
-        experiments.check_pools(args, cells)
+        experiments.check_pools(args, cells, engine.pools_at_once(args))
     if engine.spreads(args) and engine.scheduler_address(args):
         problem = engine.check_reachable(engine.scheduler_address(args))
         if problem:

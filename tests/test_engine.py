@@ -53,6 +53,11 @@ def assert_same_files(a, b, cells, table, extra=()):
         (["--workers", "2"], "--workers applies to --engine dask"),
         (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9"], "no Dask scheduler answers"),
         (["--engine", "dask", "--scheduler", "h:1", "--workers", "2"], "leave it out"),
+        # Leave-one-out: each local worker holds a pool (about 1.5 GiB here, TensorFlow's).
+        (
+            ["--engine", "dask", "--workers", "2", "--holdout_cell", "all", "--max_memory", "2"],
+            "for 2 workers at once (--workers), more than the 2.0 GiB of --max_memory",
+        ),
     ],
 )
 def test_bad_engine_settings_are_one_line_before_anything_is_written(
