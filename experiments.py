@@ -362,8 +362,11 @@ def held_out_cells(run, cells: list[str]) -> list[str]:
 def leaves_each_out(run) -> bool:
     """Whether the run is leave-one-out over several cells (--holdout_cell all, or a list):
     each held-out cell is then a unit of its own, pre-training included, in its own folder.
-    One held-out cell keeps the run folder's layout of --finetune (pre-training at its top)."""
-    return bool(run.holdout_cell) and (run.holdout_cell == ALL_CELLS or "," in run.holdout_cell)
+    One held-out cell keeps the run folder's layout of --finetune (pre-training at its top),
+    and so does --weights, whose one model (checked to hold none of them) every cell starts
+    from: nothing is pre-trained."""
+    several = bool(run.holdout_cell) and (run.holdout_cell == ALL_CELLS or "," in run.holdout_cell)
+    return several and not run.weights
 
 
 def holding_out(run, cell: str):

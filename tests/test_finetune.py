@@ -149,6 +149,17 @@ def test_leave_one_out_keeps_the_cell_out_of_pretraining(tiny_dir, tmp_path):
     res = run("--save_dir", each, "--resume")
     assert "S002: finished earlier, kept" in res.stdout and "Cell 2/2: S003: left out" in res.stdout
     assert (each / "output-finetune.csv").read_text() == "".join(rows)
+    # With --weights nothing is pre-trained: the one model must hold none of the cells.
+    mixed = tmp_path / "mixed-S001"
+    run("--data_dir", tiny_dir, "--save_dir", mixed, "--mix", "--cells", "S001", *SETTINGS)
+    res = run("--data_dir", tiny_dir, "--save_dir", tmp_path / "w", "--holdout_cell", "all",
+              "--weights", mixed, *SETTINGS, check=False)  # fmt: skip
+    assert_one_line_error(res, "trained.json: --holdout_cell S001 was in the pool")
+    run("--data_dir", tiny_dir, "--save_dir", tmp_path / "w", "--holdout_cell", "S002,S003",
+        "--weights", mixed, *SETTINGS)  # fmt: skip
+    table = pd.read_csv(tmp_path / "w" / "output-finetune.csv", dtype={"cell": str})
+    assert list(table.cell) == ["S002", "S003"] and table.auc_finetuned.notna().all()
+    assert not (tmp_path / "w" / "S002" / "pretraining").exists()
 
 
 def test_finetune_resume_keeps_pretrained_model_and_finished_cells(finetune_run, tmp_path):
