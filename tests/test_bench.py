@@ -270,6 +270,31 @@ def test_wide_stalls_pairs_default_with_the_papers_sound_runs():
     assert "| bfloat16 | **all** | 3 | 0.800 | 0.810 | +0.0100 |" in row
 
 
+def test_wide_stalls_confirmation_applies_the_criteria_stated_in_advance():
+    import wide_stalls
+
+    spec = wide_stalls.other_cells.WIDE[0]
+    base = {spec.name: 0.80}
+
+    def result(seed, auc, sound=True, stalled=False):
+        return wide_stalls.Result(
+            "bfloat16", "default", spec.name, seed, auc, sound, 1, 0, 0, 0.8, stalled, False, 1
+        )
+
+    def verdict(runs):
+        (line,) = wide_stalls.report("x", "cmd", runs, [spec], base, 6, 0)[-1:]
+        return line
+
+    # Within the margin (0.80 - 0.005) on 6 seeds: passes; on 3 seeds: holds so far.
+    assert "**passes**" in verdict([result(s, 0.796) for s in range(6)])
+    assert "**holds so far** (3 runs finished)" in verdict([result(s, 0.796) for s in range(3)])
+    below = verdict([result(s, 0.794) for s in range(6)])
+    assert f"logistic regression's minus 0.005: {spec.name} (0.794)" in below
+    assert "**fails**" in below
+    assert "**fails**" in verdict([result(s, 0.9, stalled=s == 2) for s in range(6)])
+    assert "**fails already**" in verdict([result(0, 0.9, sound=False)])
+
+
 def tiny_block(script: str, tmp_path) -> str:
     """Run bench/SCRIPT --tiny into tmp_path/RESULTS.md; its text."""
     out = tmp_path / "RESULTS.md"
