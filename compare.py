@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import config  # noqa: E402
 import files  # noqa: E402
 from data import VARIANT_LABELS  # noqa: E402
 from results import (  # noqa: E402
@@ -152,7 +153,7 @@ def run_label(table: Path) -> str:
     if not isinstance(settings, dict):
         return table.parent.name if table.name.startswith("output") else table.stem
     held_out = settings.get("holdout_cell")
-    if held_out and (held_out == "all" or "," in held_out):
+    if config.several_held_out(held_out):
         experiment = "leave one out"
     elif held_out:
         experiment = f"leave {held_out} out"

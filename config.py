@@ -24,6 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 NO_ADDITIONAL_FEATURES = "no_additional_features"
+ALL_CELLS = "all"  # --holdout_cell all: leave each chosen cell out in turn
+
+
+def several_held_out(holdout_cell: str | None) -> bool:
+    """Whether --holdout_cell names several cells (``all``, or a comma-separated list): the
+    leave-one-out experiment over them, rather than one held-out cell."""
+    return bool(holdout_cell) and (holdout_cell == ALL_CELLS or "," in holdout_cell)
 
 
 class ExperimentError(Exception):

@@ -179,6 +179,12 @@ def _no_cells(data_dir) -> DataError:
     )
 
 
+def names(text: str) -> list[str]:
+    """The names of a comma-separated list (cells, as --holdout_cell or explain.py --cells give
+    them): stripped, empty ones dropped, each once, in the order given."""
+    return list(dict.fromkeys(n for n in (s.strip() for s in text.split(",")) if n))
+
+
 def select_cells(data_dir: str | os.PathLike, cells: str | list[str] | None) -> list[str]:
     """Validate a chosen subset (list or comma-separated string) against ``list_cells``.
 

@@ -30,6 +30,7 @@ TensorFlow is imported only inside functions, as in experiments.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import secrets
@@ -383,6 +384,7 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
     saved = {}
     if kind in ("weights", "predict"):
         saved = dict(zip(todo, experiments.weights_paths(run, todo)))
+    reads_features = functools.cache(_reads_features)  # one --weights model serves many cells
     queue = list(todo)
     number = {c: i for i, c in enumerate(todo, 1)}
     # Tasks in flight at a time: enough to keep every worker busy, few enough that the arrays
@@ -397,7 +399,7 @@ def _run_tasks(client, run, kind, todo, save, results, pre, shared_files, shared
             path = saved[cell]
             unit_model = (str(path), None if shared_files else path.read_bytes())
         if not shared_data:
-            features = run.features if cell not in saved else _reads_features(saved[cell])
+            features = run.features if cell not in saved else reads_features(saved[cell])
             cell_data = experiments.unit_data(run, cell, features, kind)
         key = f"{kind}-{cell}-{secrets.token_hex(4)}"
         where = str(save / TASKS / key) if shared_files else None

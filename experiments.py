@@ -33,7 +33,6 @@ from results import (
     write_predictions,
 )
 
-ALL_CELLS = "all"  # --holdout_cell all: leave each chosen cell out in turn
 PRETRAINING = "pretraining"  # a held-out cell's pre-training, in leave-one-out over several
 
 # Training outputs of the mixed model in the run folder, removed before it is trained again.
@@ -354,9 +353,9 @@ def held_out_cells(run, cells: list[str]) -> list[str]:
     (every chosen cell)."""
     if not run.holdout_cell:
         return []
-    if run.holdout_cell == ALL_CELLS:
+    if run.holdout_cell == config.ALL_CELLS:
         return list(cells)
-    return list(dict.fromkeys(c.strip() for c in run.holdout_cell.split(",") if c.strip()))
+    return data.names(run.holdout_cell)
 
 
 def leaves_each_out(run) -> bool:
@@ -365,8 +364,7 @@ def leaves_each_out(run) -> bool:
     One held-out cell keeps the run folder's layout of --finetune (pre-training at its top),
     and so does --weights, whose one model (checked to hold none of them) every cell starts
     from: nothing is pre-trained."""
-    several = bool(run.holdout_cell) and (run.holdout_cell == ALL_CELLS or "," in run.holdout_cell)
-    return several and not run.weights
+    return config.several_held_out(run.holdout_cell) and not run.weights
 
 
 def holding_out(run, cell: str):
@@ -642,10 +640,11 @@ def check_weights(run, cells: list[str]) -> None:
     before the save folder is made."""
     import Convnet
 
-    for path in dict.fromkeys(weights_paths(run, cells)):
+    paths = weights_paths(run, cells)
+    for path in dict.fromkeys(paths):
         Convnet.load_checked(path)
     for cell in held_out_cells(run, cells):
-        check_held_out(cell, weights_paths(run, cells)[0])
+        check_held_out(cell, paths[0])
 
 
 def check_held_out(cell: str, model: Path) -> None:

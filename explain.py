@@ -143,7 +143,7 @@ def plan(
         if not chosen:
             raise ExplainError(f"{table}: no tested cell to explain")
     else:
-        chosen = list(dict.fromkeys(c.strip() for c in cells.split(",") if c.strip()))
+        chosen = data.names(cells)
         if not chosen:
             raise ExplainError("--cells: no cell named")
         unknown = [c for c in chosen if c not in settings["cells"]]

@@ -334,7 +334,7 @@ def check_settings(args, before_resume: bool = False) -> None:
             "flag out for every cell in --data_dir"
         )
     if args.holdout_cell is not None:
-        if not args.holdout_cell.replace(",", "").strip():
+        if not data.names(args.holdout_cell):
             raise UsageError(f"--holdout_cell {args.holdout_cell!r} names no cell")
         args.finetune = True
     if args.freeze_conv and not args.finetune:
