@@ -297,15 +297,15 @@ def run_one(data_dir: Path, cell: str, noise: float, seed: int, save: Path, epoc
     return judged(data_dir, cell, noise, seed, save, run_main(cmd, save))
 
 
-def run_main(cmd: list[str], save: Path) -> float:
+def run_main(cmd: list[str], save: Path, env: dict | None = None) -> float:
     """Run `python CMD` (main.py and its arguments) from the repository root into the folder
-    `save`, after removing what an interrupted run left there; RuntimeError with the output's
-    tail when it fails. Its seconds go to save/seconds.json (with the command) and are
-    returned."""
+    `save`, after removing what an interrupted run left there, in the environment `env` (this
+    one's by default); RuntimeError with the output's tail when it fails. Its seconds go to
+    save/seconds.json (with the command) and are returned."""
     shutil.rmtree(save, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, env=os.environ
+        [sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, env=env or os.environ
     )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:

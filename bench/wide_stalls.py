@@ -14,11 +14,17 @@ run is the per-cell experiment end to end in its own process, with the defaults 
     python main.py --data_dir DATA --cells CELL --seed SEED --save_dir RUN --epochs 20 \\
         --recipe {default,paper} --mixed_precision {bfloat16,off}
 
-(restarts left at their default). Runs finished earlier are kept: those in --work (their
-seconds.json) and those recorded in the per-run CSV (bench/RESULTS-wide.csv, written after every
-run) under the same --label, so a part interrupted or split over sessions and machines goes on
-where it stopped, and --report writes the block from whatever has finished. Next to the runs, a logistic regression
-on the same 505 features (bench/stalls.py's) says how learnable each cell is.
+(restarts left at their default). With --jobs N, N runs go at a time, TensorFlow and oneDNN
+in each at the cores / N threads (TF_NUM_INTRAOP_THREADS, TF_NUM_INTEROP_THREADS,
+OMP_NUM_THREADS): on 2 cores two runs of 1 thread finish more runs an hour than one of 2 (the
+engine benchmark's finding). A run's thread count changes only the order of its sums, so its
+numbers are other draws of the same recipe, not a different recipe.
+
+Runs finished earlier are kept: those in --work (their seconds.json) and those recorded in the
+per-run CSV (bench/RESULTS-wide.csv, written after every run) under the same --label, so a part
+interrupted or split over sessions and machines goes on where it stopped, and --report writes
+the block from whatever has finished. Next to the runs, a logistic regression on the same 505
+features (bench/stalls.py's) says how learnable each cell is.
 
 Per run, from output.csv, attempts.csv and the logs (epochs counted from 1):
 
@@ -34,6 +40,7 @@ Per run, from output.csv, attempts.csv and the logs (epochs counted from 1):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -132,10 +139,21 @@ def run_folder(work: Path, precision, recipe, cell, seed) -> Path:
     return work / "runs" / f"{precision}-{recipe}" / f"{cell}-seed{seed}"
 
 
-def train(data_dir, save, precision, recipe, cell, seed, epochs, extra) -> float:
+def train(data_dir, save, precision, recipe, cell, seed, epochs, extra, threads=None) -> float:
+    """One run in its own process; with `threads`, TensorFlow (and oneDNN) in it use that many
+    threads (--jobs: several runs at a time share the cores)."""
     cmd = stalls.main_command(data_dir, cell, seed, save, epochs, extra)
     cmd += ["--recipe", recipe, "--mixed_precision", PRECISIONS[precision]]
-    return stalls.run_main(cmd, save)
+    env = None
+    if threads is not None:
+        names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+        env = {**os.environ, **dict.fromkeys(names, str(threads))}
+    return stalls.run_main(cmd, save, env)
+
+
+def train_and_judge(data_dir, save, precision, recipe, cell, seed, epochs, threads) -> Result:
+    seconds = train(data_dir, save, precision, recipe, cell, seed, epochs, [], threads)
+    return judge(data_dir, save, precision, recipe, cell, seed, seconds)
 
 
 def judge(data_dir: Path, save: Path, precision, recipe, cell, seed, seconds) -> Result:
@@ -373,6 +391,9 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--label", default="default against paper")
     p.add_argument("--report", action="store_true", help="train nothing: report what finished")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each with its share of the cores"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--tiny", action="store_true", help="1 small cell, 1 seed, 1 epoch: tests")
     return p.parse_args(argv)
@@ -401,24 +422,45 @@ def main(argv=None) -> int:
     out = Path(args.out)
     table = out.with_name(f"{out.stem}-wide.csv")
     recorded = recorded_runs(table, args.label)
-    results, wall = [], 0.0
-    for i, (precision, recipe, cell, seed) in enumerate(combos, 1):
-        save = run_folder(work, precision, recipe, cell, seed)
-        done = finished(data_dir, save, precision, recipe, cell, seed, recorded)
-        if done is None and not args.report:
-            seconds = train(data_dir, save, precision, recipe, cell, seed, args.epochs, [])
-            wall += seconds
-            done = judge(data_dir, save, precision, recipe, cell, seed, seconds)
-            recorded[(precision, recipe, cell, seed)] = done
-            write_csv(table, args.label, list(recorded.values()))  # a stopped part keeps it
+    results, wall, todo = [], 0.0, []
+    number = {combo: i for i, combo in enumerate(combos, 1)}
+
+    def say(combo, done):
+        results.append(done)
+        precision, recipe, cell, seed = combo
+        print(
+            f"[{number[combo]}/{len(combos)}] {precision} {recipe} {cell} seed {seed}: test "
+            f"AUC {done.test_auc:.3f}, attempts {done.attempts}, sound {done.sound}, "
+            f"{done.seconds:.0f}s",
+            flush=True,
+        )
+
+    for combo in combos:
+        done = finished(data_dir, run_folder(work, *combo), *combo, recorded)
         if done is not None:
-            results.append(done)
-            print(
-                f"[{i}/{len(combos)}] {precision} {recipe} {cell} seed {seed}: test AUC "
-                f"{done.test_auc:.3f}, attempts {done.attempts}, sound {done.sound}, "
-                f"{done.seconds:.0f}s",
-                flush=True,
-            )
+            say(combo, done)
+        elif not args.report:
+            todo.append(combo)
+    # --jobs runs at a time, the cores shared out between them; each run's row is recorded as
+    # it finishes, so a stopped part keeps it.
+    threads = max(1, os.cpu_count() // args.jobs) if args.jobs > 1 else None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        running = {
+            pool.submit(
+                train_and_judge, data_dir, run_folder(work, *combo), *combo, args.epochs, threads
+            ): combo
+            for combo in todo
+        }
+        try:
+            for future in concurrent.futures.as_completed(running):
+                combo, done = running[future], future.result()
+                wall += done.seconds
+                recorded[combo] = done
+                write_csv(table, args.label, list(recorded.values()))
+                say(combo, done)
+        except BaseException:  # a run failed: the runs not yet started are not started
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     # The report covers every run of this label: this part's and the parts before it.
     for r in results:
         recorded[(r.precision, r.recipe, r.cell, r.seed)] = r

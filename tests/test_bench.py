@@ -295,11 +295,11 @@ def test_wide_stalls_confirmation_applies_the_criteria_stated_in_advance():
     assert "**fails already**" in verdict([result(0, 0.9, sound=False)])
 
 
-def tiny_block(script: str, tmp_path) -> str:
+def tiny_block(script: str, tmp_path, *extra: str) -> str:
     """Run bench/SCRIPT --tiny into tmp_path/RESULTS.md; its text."""
     out = tmp_path / "RESULTS.md"
     res = subprocess.run(
-        [sys.executable, f"bench/{script}", "--tiny", "--out", str(out)],
+        [sys.executable, f"bench/{script}", "--tiny", "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -311,7 +311,7 @@ def tiny_block(script: str, tmp_path) -> str:
 
 @pytest.mark.slow
 def test_wide_stalls_tiny_run(tmp_path):
-    block = tiny_block("wide_stalls.py", tmp_path)
+    block = tiny_block("wide_stalls.py", tmp_path, "--jobs", "2")  # both recipes at once
     assert "<!-- wide_stalls.py: default against paper begin -->" in block
     for recipe in ("default", "paper"):
         assert re.search(rf"^\| float32 \| {recipe} \| W5 \| .+ \| 0\.\d{{3}} \| 1 \|", block, re.M)
