@@ -302,6 +302,53 @@ def paired_table(results: list[Result], specs) -> list[str]:
     return lines
 
 
+# Whether bfloat16 stays the default on AMX, stated before the float32 part ran (bench/RESULTS.md,
+# the wide benchmark's plan): the default recipe's test AUC in bfloat16 minus float32, paired by
+# cell and seed over all 36 pairs, has a 95% interval whose lower end is above -BF16_BAR.
+BF16_BAR = 0.003
+PAIRS_PER_PRECISION = 36
+
+
+def precision_table(results: list[Result], specs) -> list[str]:
+    """The default recipe in bfloat16 against float32, run by run (same cell and seed), per
+    cell and over all, and the verdict on bfloat16 as the default on AMX (BF16_BAR)."""
+    by = {(r.precision, r.cell, r.seed): r for r in results if r.recipe == "default"}
+    lines = [
+        "| cell | pairs | float32 mean | bfloat16 mean | mean difference | 95% interval |",
+        "|---|---|---|---|---|---|",
+    ]
+    low = math.nan
+    pairs = []
+    for spec in [*specs, None]:
+        pairs = [
+            (r.test_auc, by[("float32", c, s)].test_auc)
+            for (pr, c, s), r in by.items()
+            if pr == "bfloat16" and ("float32", c, s) in by and (spec is None or c == spec.name)
+        ]
+        if not pairs:
+            continue
+        mean, low, high = stalls.interval([a - b for a, b in pairs])
+        lines.append(
+            f"| {spec.name if spec else '**all**'} | {len(pairs)} | "
+            f"{stalls.f3(statistics.fmean(b for _, b in pairs))} | "
+            f"{stalls.f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
+            f"{signed(low)} to {signed(high)} |"
+        )
+    held = not math.isnan(low) and low > -BF16_BAR
+    verdict = (
+        ("stays the default on AMX" if held else "does **not** stay the default on AMX")
+        if len(pairs) >= PAIRS_PER_PRECISION
+        else f"is not decided yet ({len(pairs)} of {PAIRS_PER_PRECISION} pairs)"
+    )
+    return [
+        *lines,
+        "",
+        f"Criterion stated before the float32 part: bfloat16 stays the default on AMX if the "
+        f"lower end of the 95% interval over all {PAIRS_PER_PRECISION} pairs is above "
+        f"-{BF16_BAR}. bfloat16 **{verdict}**.",
+    ]
+
+
 def report(label, command, results, specs, base, planned, wall) -> list[str]:
     lines = [
         f"## Stall benchmark, wide cells: {label}",
@@ -329,6 +376,14 @@ def report(label, command, results, specs, base, planned, wall) -> list[str]:
             "",
             *paired_table(results, specs),
         ]
+        if {r.precision for r in results if r.recipe == "default"} == {"bfloat16", "float32"}:
+            lines += [
+                "",
+                "The default recipe, bfloat16 minus float32 test AUC, paired by cell and seed, "
+                "with a 95% Student t interval:",
+                "",
+                *precision_table(results, specs),
+            ]
     else:  # the default alone: the confirmation on fresh seeds
         runs = [sum(r.cell == spec.name for r in results) for spec in specs]
         lines += confirmation(results, specs, base, min(runs) >= CONFIRMATION_SEEDS)

@@ -295,6 +295,47 @@ def test_wide_stalls_confirmation_applies_the_criteria_stated_in_advance():
     assert "**fails already**" in verdict([result(0, 0.9, sound=False)])
 
 
+def test_wide_stalls_bfloat16_default_is_judged_against_float32_as_stated():
+    import wide_stalls
+
+    spec = wide_stalls.other_cells.WIDE[0]
+    base = {spec.name: 0.80}
+
+    def runs(n, bf16_minus_f32):
+        out = []
+        for seed in range(n):
+            f32 = 0.80 + 0.001 * (seed % 3)  # a spread, so the interval has a width
+            for precision, auc in (("float32", f32), ("bfloat16", f32 + bf16_minus_f32)):
+                for recipe in ("default", "paper"):
+                    out.append(
+                        wide_stalls.Result(
+                            precision,
+                            recipe,
+                            spec.name,
+                            seed,
+                            auc,
+                            True,
+                            1,
+                            0,
+                            0,
+                            0.8,
+                            False,
+                            False,
+                            1,
+                        )  # fmt: skip
+                    )
+        return out
+
+    def verdict(results):
+        return wide_stalls.report("x", "cmd", results, [spec], base, 144, 0)[-1]
+
+    assert "bfloat16 **stays the default on AMX**" in verdict(runs(36, 0.0))
+    assert "does **not** stay the default" in verdict(runs(36, -0.004))
+    assert "is not decided yet (3 of 36 pairs)" in verdict(runs(3, 0.0))
+    table = "\n".join(wide_stalls.report("x", "cmd", runs(36, -0.004), [spec], base, 144, 0))
+    assert f"| {spec.name} | 36 | 0.801 | 0.797 | -0.0040 |" in table
+
+
 def tiny_block(script: str, tmp_path, *extra: str) -> str:
     """Run bench/SCRIPT --tiny into tmp_path/RESULTS.md; its text."""
     out = tmp_path / "RESULTS.md"
