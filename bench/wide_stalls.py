@@ -270,6 +270,18 @@ def summary_table(results: list[Result], specs, base: dict) -> list[str]:
     return lines
 
 
+def pair_columns(pairs: list[tuple[float, float]]) -> tuple[str, float]:
+    """A paired table's last columns for (value, reference) pairs: "pairs | reference mean |
+    mean | mean difference | 95% interval |"; and the interval's lower end."""
+    mean, low, high = stalls.interval([a - b for a, b in pairs])
+    columns = (
+        f"{len(pairs)} | {stalls.f3(statistics.fmean(b for _, b in pairs))} | "
+        f"{stalls.f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
+        f"{signed(low)} to {signed(high)} |"
+    )
+    return columns, low
+
+
 def paired_table(results: list[Result], specs) -> list[str]:
     """Default against paper, run by run (same precision, cell and seed): the paper's runs
     that ended sound only, as the issue's bar asks."""
@@ -292,13 +304,8 @@ def paired_table(results: list[Result], specs) -> list[str]:
             ]
             if not pairs:
                 continue
-            mean, low, high = stalls.interval([a - b for a, b in pairs])
-            lines.append(
-                f"| {precision} | {spec.name if spec else '**all**'} | {len(pairs)} | "
-                f"{stalls.f3(statistics.fmean(b for _, b in pairs))} | "
-                f"{stalls.f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
-                f"{signed(low)} to {signed(high)} |"
-            )
+            columns, _ = pair_columns(pairs)
+            lines.append(f"| {precision} | {spec.name if spec else '**all**'} | {columns}")
     return lines
 
 
@@ -317,23 +324,16 @@ def precision_table(results: list[Result], specs) -> list[str]:
         "| cell | pairs | float32 mean | bfloat16 mean | mean difference | 95% interval |",
         "|---|---|---|---|---|---|",
     ]
-    low = math.nan
-    pairs = []
-    for spec in [*specs, None]:
+    low, pairs = math.nan, []
+    for spec in [*specs, None]:  # None: all cells, last, whose interval decides
         pairs = [
             (r.test_auc, by[("float32", c, s)].test_auc)
             for (pr, c, s), r in by.items()
             if pr == "bfloat16" and ("float32", c, s) in by and (spec is None or c == spec.name)
         ]
-        if not pairs:
-            continue
-        mean, low, high = stalls.interval([a - b for a, b in pairs])
-        lines.append(
-            f"| {spec.name if spec else '**all**'} | {len(pairs)} | "
-            f"{stalls.f3(statistics.fmean(b for _, b in pairs))} | "
-            f"{stalls.f3(statistics.fmean(a for a, _ in pairs))} | {signed(mean)} | "
-            f"{signed(low)} to {signed(high)} |"
-        )
+        if pairs:
+            columns, low = pair_columns(pairs)
+            lines.append(f"| {spec.name if spec else '**all**'} | {columns}")
     held = not math.isnan(low) and low > -BF16_BAR
     verdict = (
         ("stays the default on AMX" if held else "does **not** stay the default on AMX")

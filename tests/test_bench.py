@@ -301,29 +301,17 @@ def test_wide_stalls_bfloat16_default_is_judged_against_float32_as_stated():
     spec = wide_stalls.other_cells.WIDE[0]
     base = {spec.name: 0.80}
 
+    def result(precision, recipe, seed, auc):
+        return wide_stalls.Result(
+            precision, recipe, spec.name, seed, auc, True, 1, 0, 0, 0.8, False, False, 1
+        )
+
     def runs(n, bf16_minus_f32):
         out = []
         for seed in range(n):
             f32 = 0.80 + 0.001 * (seed % 3)  # a spread, so the interval has a width
             for precision, auc in (("float32", f32), ("bfloat16", f32 + bf16_minus_f32)):
-                for recipe in ("default", "paper"):
-                    out.append(
-                        wide_stalls.Result(
-                            precision,
-                            recipe,
-                            spec.name,
-                            seed,
-                            auc,
-                            True,
-                            1,
-                            0,
-                            0,
-                            0.8,
-                            False,
-                            False,
-                            1,
-                        )  # fmt: skip
-                    )
+                out += [result(precision, recipe, seed, auc) for recipe in ("default", "paper")]
         return out
 
     def verdict(results):
