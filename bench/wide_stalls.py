@@ -282,6 +282,14 @@ def pair_columns(pairs: list[tuple[float, float]]) -> tuple[str, float]:
     return columns, low
 
 
+def pair_rows(keyed: list[tuple[str, tuple[float, float]]], specs) -> list[tuple[str, list]]:
+    """A paired table's rows from (cell, pair) items: (cell name, its pairs) for each cell of
+    specs that has pairs, then ("**all**", every pair) last; rows without pairs left out."""
+    rows = [(spec.name, [p for c, p in keyed if c == spec.name]) for spec in specs]
+    rows.append(("**all**", [p for _, p in keyed]))
+    return [(label, pairs) for label, pairs in rows if pairs]
+
+
 def paired_table(results: list[Result], specs) -> list[str]:
     """Default against paper, run by run (same precision, cell and seed): the paper's runs
     that ended sound only, as the issue's bar asks."""
@@ -292,20 +300,16 @@ def paired_table(results: list[Result], specs) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for precision in sorted({r.precision for r in results}):
-        for spec in [*specs, None]:
-            pairs = [
-                (by[(precision, "default", c, s)].test_auc, p.test_auc)
-                for (pr, rc, c, s), p in by.items()
-                if pr == precision
-                and rc == "paper"
-                and p.sound is not False
-                and (spec is None or c == spec.name)
-                and (precision, "default", c, s) in by
-            ]
-            if not pairs:
-                continue
-            columns, _ = pair_columns(pairs)
-            lines.append(f"| {precision} | {spec.name if spec else '**all**'} | {columns}")
+        keyed = [
+            (c, (by[(precision, "default", c, s)].test_auc, p.test_auc))
+            for (pr, rc, c, s), p in by.items()
+            if pr == precision
+            and rc == "paper"
+            and p.sound is not False
+            and (precision, "default", c, s) in by
+        ]
+        for label, pairs in pair_rows(keyed, specs):
+            lines.append(f"| {precision} | {label} | {pair_columns(pairs)[0]}")
     return lines
 
 
@@ -324,21 +328,19 @@ def precision_table(results: list[Result], specs) -> list[str]:
         "| cell | pairs | float32 mean | bfloat16 mean | mean difference | 95% interval |",
         "|---|---|---|---|---|---|",
     ]
-    low, pairs = math.nan, []
-    for spec in [*specs, None]:  # None: all cells, last, whose interval decides
-        pairs = [
-            (r.test_auc, by[("float32", c, s)].test_auc)
-            for (pr, c, s), r in by.items()
-            if pr == "bfloat16" and ("float32", c, s) in by and (spec is None or c == spec.name)
-        ]
-        if pairs:
-            columns, low = pair_columns(pairs)
-            lines.append(f"| {spec.name if spec else '**all**'} | {columns}")
+    keyed = [
+        (c, (r.test_auc, by[("float32", c, s)].test_auc))
+        for (pr, c, s), r in by.items()
+        if pr == "bfloat16" and ("float32", c, s) in by
+    ]
+    rows = [(label, *pair_columns(pairs)) for label, pairs in pair_rows(keyed, specs)]
+    lines += [f"| {label} | {columns}" for label, columns, _ in rows]
+    low = rows[-1][2] if rows else math.nan  # the all-cells row, last, decides
     held = not math.isnan(low) and low > -BF16_BAR
     verdict = (
         ("stays the default on AMX" if held else "does **not** stay the default on AMX")
-        if len(pairs) >= PAIRS_PER_PRECISION
-        else f"is not decided yet ({len(pairs)} of {PAIRS_PER_PRECISION} pairs)"
+        if len(keyed) >= PAIRS_PER_PRECISION
+        else f"is not decided yet ({len(keyed)} of {PAIRS_PER_PRECISION} pairs)"
     )
     return [
         *lines,
